@@ -1,0 +1,32 @@
+"""sqlite_session: server-side Flask sessions, one SQLite file per session, one row per key.
+
+    from sqlite_session import SqliteSessionInterface
+    app.session_interface = SqliteSessionInterface("/dev/shm/myapp-sessions")
+"""
+
+from .errors import (
+    SessionConflictError,
+    SessionDirectoryError,
+    SessionError,
+    SessionLockTimeout,
+    SessionStorageFull,
+    SessionTooLarge,
+)
+from .interface import SqliteSessionInterface
+from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
+from .session import SqliteSession
+
+__all__ = [
+    "PickleSerializer",
+    "Serializer",
+    "SessionConflictError",
+    "SessionDirectoryError",
+    "SessionError",
+    "SessionLockTimeout",
+    "SessionStorageFull",
+    "SessionTooLarge",
+    "SqliteSession",
+    "SqliteSessionInterface",
+    "TaggedJSONSerializer",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""Exceptions raised by sqlite_session.
+
+Every error the store raises on purpose derives from :class:`SessionError`, so an
+application can register one Flask error handler for all of them.
+"""
+
+from __future__ import annotations
+
+
+class SessionError(Exception):
+    """Base class of every error sqlite_session raises on purpose."""
+
+
+class SessionDirectoryError(SessionError):
+    """The session directory is unusable (not a directory, not writable, unsafe owner or mode).
+
+    Raised when :class:`~sqlite_session.SqliteSessionInterface` is constructed, so a
+    misconfigured deployment fails at start-up rather than at the first request.
+    """
+
+
+class SessionLockTimeout(SessionError):
+    """The session's write lock could not be taken within the configured timeout.
+
+    Raised by :meth:`~sqlite_session.SqliteSession.atomic` and by saves that waited longer
+    than ``lock_timeout`` seconds. Nothing was written.
+    """
+
+
+class SessionConflictError(SessionError):
+    """In strict mode: another request changed a key since this request read it.
+
+    Nothing of the failed save was written; ``keys`` names the keys in conflict.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__(f"session keys changed by a concurrent request: {', '.join(keys)}")
+
+
+class SessionTooLarge(SessionError):
+    """A value, the whole session or its number of keys exceeds a configured limit.
+
+    ``key`` names the key whose write crossed the limit.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class SessionStorageFull(SessionError):
+    """The session directory's filesystem is full; the save was rolled back.
+
+    What was stored before is intact; the next save after space is freed works.
+    """

@@ -1,0 +1,210 @@
+"""Flask glue: the cookie in and out, a lazy session per request, the save at the end.
+
+This is the only module that speaks Flask's request/response API; the session's data
+lives in :mod:`.session` and its storage in :mod:`.store`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Flask, Request, Response
+from flask.sessions import SessionInterface, SessionMixin
+
+from .errors import SessionDirectoryError
+from .ids import IdSigner, validate_node
+from .serializer import Serializer, TaggedJSONSerializer
+from .session import SessionSettings, SqliteSession
+from .store import SessionStore
+
+log = logging.getLogger("sqlite_session")
+
+MiB = 1024 * 1024
+
+
+class SqliteSessionInterface(SessionInterface):
+    """Server-side sessions, one SQLite file per session under ``path``.
+
+    ``path`` is created (mode 0700) if missing. It must be a writable directory owned
+    by the current user and not writable by others; anything else raises
+    :class:`~sqlite_session.SessionDirectoryError` here, not at the first request.
+
+    Options (all keyword-only):
+
+    ``serializer``
+        Value encoding; default Flask's tagged JSON. Pass
+        :class:`~sqlite_session.PickleSerializer` to store arbitrary objects (only where
+        nobody else can write to ``path``: unpickling runs code).
+    ``save_on_error``
+        Also save when the response status is 5xx (default False: a view that failed
+        half-way must not persist half its changes).
+    ``lock_timeout``
+        Seconds a save or ``session.atomic()`` waits for the session's write lock
+        before :class:`~sqlite_session.SessionLockTimeout` (default 5).
+    ``strict``
+        Raise :class:`~sqlite_session.SessionConflictError` at save when a key this
+        request writes was changed by another request since this one read it
+        (default False: last writer wins per key).
+    ``max_value_bytes`` / ``max_session_bytes`` / ``max_keys``
+        Limits enforced with :class:`~sqlite_session.SessionTooLarge` naming the key
+        (defaults 1 MiB, 8 MiB, 10,000; None disables one).
+    ``node``
+        A name tagged onto new session ids (``web1.<token>``) so a load balancer can
+        route a session back to the machine that holds it.
+    ``regenerate_grace``
+        Seconds a regenerated session's old id is kept as a tombstone (default 60).
+    ``refresh_fraction``
+        A read-only request pushes the expiry forward only once this fraction of the
+        lifetime has passed since the last save or refresh (default 0.1).
+    ``connection_cache_size``
+        Open SQLite connections kept per process (default 128).
+    ``allow_unsafe_directory``
+        Accept a directory owned by another user or writable by others (default False).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: Serializer | None = None,
+        save_on_error: bool = False,
+        lock_timeout: float = 5.0,
+        strict: bool = False,
+        max_value_bytes: int | None = 1 * MiB,
+        max_session_bytes: int | None = 8 * MiB,
+        max_keys: int | None = 10_000,
+        node: str | None = None,
+        regenerate_grace: float = 60.0,
+        refresh_fraction: float = 0.1,
+        connection_cache_size: int = 128,
+        allow_unsafe_directory: bool = False,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        _prepare_directory(self.path, allow_unsafe=allow_unsafe_directory)
+        if not 0.0 <= refresh_fraction <= 1.0:
+            raise ValueError("refresh_fraction must be between 0 and 1")
+        self.save_on_error = save_on_error
+        self.store = SessionStore(
+            self.path,
+            busy_timeout=lock_timeout,
+            max_session_bytes=max_session_bytes,
+            max_keys=max_keys,
+            connection_cache_size=connection_cache_size,
+        )
+        self.settings = SessionSettings(
+            store=self.store,
+            serializer=serializer or TaggedJSONSerializer(),
+            node=validate_node(node),
+            max_value_bytes=max_value_bytes,
+            strict=strict,
+            regenerate_grace=regenerate_grace,
+            refresh_fraction=refresh_fraction,
+        )
+        self._signers: dict[tuple[Any, ...], IdSigner] = {}
+
+    def _signer(self, app: Flask) -> IdSigner:
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        signer = self._signers.get(keys)
+        if signer is None:
+            signer = self._signers[keys] = IdSigner(keys)
+        return signer
+
+    def open_session(self, app: Flask, request: Request) -> SqliteSession | None:
+        """A lazy session: no cookie parsing, signature check or file access until used."""
+        if not app.secret_key:
+            return None  # Flask then uses its NullSession, which explains the missing key
+
+        def read_sid() -> str | None:
+            value = request.cookies.get(self.get_cookie_name(app))
+            return self._signer(app).unsign(value) if value else None
+
+        def lifetime() -> float:
+            return app.permanent_session_lifetime.total_seconds()
+
+        return SqliteSession(self.settings, read_sid, lifetime)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save the request's changes and set, refresh or delete the cookie."""
+        if not isinstance(session, SqliteSession):
+            return
+        if session.accessed:
+            response.vary.add("Cookie")
+        if not session.touched():
+            return
+        if response.status_code >= 500 and not self.save_on_error:
+            return
+        refresh_each = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
+        signer = self._signer(app)  # before writing: a bad key must not leave an orphan file
+        result = session.save(refresh=refresh_each)
+        name = self.get_cookie_name(app)
+        domain = self.get_cookie_domain(app)
+        path = self.get_cookie_path(app)
+        secure = self.get_cookie_secure(app)
+        partitioned = self.get_cookie_partitioned(app)
+        samesite = self.get_cookie_samesite(app)
+        if result.remove_cookie:
+            response.delete_cookie(
+                name,
+                domain=domain,
+                path=path,
+                secure=secure,
+                partitioned=partitioned,
+                samesite=samesite,
+                httponly=self.get_cookie_httponly(app),
+            )
+            response.vary.add("Cookie")
+            return
+        if result.sid is None:
+            return
+        permanent = session.permanent
+        if result.new_id or session.modified or (permanent and refresh_each):
+            expires = None
+            if permanent and result.expires_at is not None:
+                expires = datetime.fromtimestamp(result.expires_at, tz=timezone.utc)
+            response.set_cookie(
+                name,
+                signer.sign(result.sid),
+                expires=expires,
+                httponly=self.get_cookie_httponly(app),
+                domain=domain,
+                path=path,
+                secure=secure,
+                partitioned=partitioned,
+                samesite=samesite,
+            )
+            response.vary.add("Cookie")
+
+
+def _prepare_directory(path: str, *, allow_unsafe: bool) -> None:
+    """Create the session directory (0700) or check that an existing one is usable."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.stat(path)
+    except FileExistsError as exc:
+        raise SessionDirectoryError(f"session path {path!r} exists and is not a directory") from exc
+    except OSError as exc:
+        raise SessionDirectoryError(f"cannot create session directory {path!r}: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise SessionDirectoryError(f"session path {path!r} exists and is not a directory")
+    if not allow_unsafe:
+        if st.st_uid != os.geteuid():
+            raise SessionDirectoryError(
+                f"session directory {path!r} is owned by uid {st.st_uid}, not by this process "
+                f"(uid {os.geteuid()}); pass allow_unsafe_directory=True to accept it"
+            )
+        if st.st_mode & stat.S_IWOTH:
+            raise SessionDirectoryError(
+                f"session directory {path!r} is writable by every user (mode "
+                f"{stat.filemode(st.st_mode)}); anyone could plant files in it. Use a private "
+                "directory or pass allow_unsafe_directory=True"
+            )
+    probe = os.path.join(path, f".probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise SessionDirectoryError(f"session directory {path!r} is not writable: {exc}") from exc

@@ -1,0 +1,431 @@
+"""The session object a view sees as ``flask.session``.
+
+It is lazy: creating it costs nothing, and the cookie is verified and the file opened
+only when the view first touches the data. It caches what it reads for the rest of the
+request, buffers writes, and hands the store one batch at the end of the request:
+only the keys that changed, so two requests of one session that change different keys
+never overwrite each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import Any
+
+from flask.sessions import SessionMixin
+
+from .errors import SessionTooLarge
+from .ids import new_session_id
+from .serializer import Serializer
+from .store import Changes, OpenStatus, SessionStore, StorageBroken, Transaction, WriteOutcome
+from .tracking import track
+
+log = logging.getLogger("sqlite_session")
+
+_ABSENT: Any = object()  # cached marker: this key is known not to exist
+# Encodings of these types cannot change behind our back, so the one made at assignment
+# is reused at save; containers are encoded again at save because they may be mutated.
+_IMMUTABLE = (str, int, float, bool, bytes, type(None))
+
+
+class _State(Enum):
+    UNRESOLVED = "unresolved"  # nothing looked at yet
+    NEW = "new"  # no stored session (yet)
+    BOUND = "bound"  # backed by a live session file
+    SUPERSEDED = "superseded"  # the cookie names a session another request regenerated
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """What every session of one :class:`~sqlite_session.SqliteSessionInterface` shares."""
+
+    store: SessionStore
+    serializer: Serializer
+    node: str | None
+    max_value_bytes: int | None
+    strict: bool
+    regenerate_grace: float
+    refresh_fraction: float
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What the end-of-request save did, for the interface to turn into a cookie."""
+
+    sid: str | None  # the id the client should carry from now on (None: no session)
+    new_id: bool  # the id differs from the one the client sent: the cookie must be set
+    remove_cookie: bool  # the session no longer exists: the cookie must be deleted
+    expires_at: float | None
+
+
+class SqliteSession(SessionMixin):
+    """A per-key, lazily loaded session backed by one SQLite file (a ``MutableMapping``).
+
+    ``read_sid`` returns the verified id from the request's cookie (or None) and is
+    called at most once, on first use; ``lifetime`` returns the app's
+    ``PERMANENT_SESSION_LIFETIME`` in seconds.
+    """
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        read_sid: Callable[[], str | None],
+        lifetime: Callable[[], float],
+    ) -> None:
+        self._settings = settings
+        self._read_sid = read_sid
+        self._lifetime = lifetime
+        self._state = _State.UNRESOLVED
+        self._sid: str | None = None
+        self._new_sid: str | None = None
+        self._stale_cookie = False
+        self._expires_at: float | None = None
+        self._baseline = 0
+        self._permanent: bool | None = None
+        self._values: dict[str, Any] = {}
+        self._versions: dict[str, int | None] = {}
+        self._encoded: dict[str, bytes] = {}
+        self._dirty: set[str] = set()
+        self._deleted: set[str] = set()
+        self._cleared = False
+        self._tx: Transaction | None = None
+        self.modified = False
+        self.accessed = False
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def sid(self) -> str | None:  # type: ignore[override]
+        """The session id; None for a new session before its first save.
+
+        After :meth:`regenerate` this is already the new id.
+        """
+        self._resolve()
+        return self._new_sid or self._sid
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]
+        """True when no stored session backs this request's session."""
+        self._resolve()
+        return self._state is not _State.BOUND
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the cookie outlives the browser session (Flask's ``session.permanent``)."""
+        self.accessed = True
+        if self._permanent is None:
+            self._resolve()
+            self._permanent = bool(self._permanent)
+        return self._permanent
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        self._permanent = bool(value)
+        self.modified = self.accessed = True
+
+    def regenerate(self) -> None:
+        """Give the session a new id at the end of this request, keeping its data.
+
+        The old id's storage is removed (after a short tombstone period during which
+        requests still carrying it can neither revive it nor overwrite the new cookie).
+        Call it when a user logs in, against session fixation.
+        """
+        self._resolve()
+        self._new_sid = new_session_id(self._settings.node)
+        self.modified = self.accessed = True
+
+    # -- resolving -----------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        if self._state is not _State.UNRESOLVED:
+            return
+        sid = self._read_sid()
+        if sid is None:
+            self._state = _State.NEW
+            return
+        opened = self._settings.store.open(sid)
+        if opened.status is OpenStatus.LIVE:
+            assert opened.meta is not None
+            self._state = _State.BOUND
+            self._sid = sid
+            self._expires_at = opened.meta.expires_at
+            self._baseline = opened.meta.seq
+            if self._permanent is None:
+                self._permanent = opened.meta.permanent
+        elif opened.status is OpenStatus.MOVED:
+            self._state = _State.SUPERSEDED
+        else:
+            self._state = _State.NEW
+            self._stale_cookie = True
+
+    def _lose_storage(self, why: str) -> None:
+        """Continue as a fresh session after the file turned out to be unusable."""
+        log.warning("session %s: %s; continuing with a fresh session", self._sid, why)
+        self._state = _State.NEW
+        self._sid = None
+        self._stale_cookie = True
+        self._values = {k: v for k, v in self._values.items() if k in self._dirty}
+        self._versions = {}
+
+    # -- reading -------------------------------------------------------------------
+
+    def _lookup(self, key: str, with_value: bool) -> Any:
+        """The value of ``key`` (or, without the value, True) from cache or store, else _ABSENT."""
+        self.accessed = True
+        if key in self._values:
+            return self._values[key]
+        if self._cleared:
+            return _ABSENT
+        self._resolve()
+        if self._state is not _State.BOUND:
+            return _ABSENT
+        assert self._sid is not None
+        store, tx = self._settings.store, self._tx
+        try:
+            if not with_value:
+                version = tx.version(key) if tx else store.version(self._sid, key)
+                self._versions.setdefault(key, version)
+                if version is None:
+                    self._values[key] = _ABSENT
+                    return _ABSENT
+                return True
+            row = tx.read(key) if tx else store.read(self._sid, key)
+        except StorageBroken as exc:
+            self._lose_storage(f"reading {key!r} failed ({exc})")
+            return _ABSENT
+        if row is None:
+            self._versions[key] = None
+            self._values[key] = _ABSENT
+            return _ABSENT
+        data, version = row
+        self._versions[key] = version
+        try:
+            value = self._settings.serializer.loads(data)
+        except Exception as exc:  # any decoding failure of stored bytes
+            log.warning("session %s: dropping undecodable value of %r: %s", self._sid, key, exc)
+            self._values[key] = _ABSENT
+            return _ABSENT
+        value = track(value, partial(self._nested_change, key))
+        self._values[key] = value
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._lookup(key, with_value=True)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        return self._lookup(key, with_value=False) is not _ABSENT
+
+    def _key_list(self) -> list[str]:
+        self.accessed = True
+        self._resolve()
+        stored: list[str] = []
+        if self._state is _State.BOUND and not self._cleared:
+            assert self._sid is not None
+            try:
+                stored = self._tx.keys() if self._tx else self._settings.store.keys(self._sid)
+            except StorageBroken as exc:
+                self._lose_storage(f"listing keys failed ({exc})")
+        present = [k for k in stored if k not in self._deleted]
+        known = set(present)
+        present.extend(k for k in self._values if k in self._dirty and k not in known)
+        return present
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._key_list())
+
+    def __len__(self) -> int:
+        return len(self._key_list())
+
+    # -- writing -------------------------------------------------------------------
+
+    def _encode(self, key: str, value: Any) -> bytes:
+        try:
+            data = self._settings.serializer.dumps(value)
+        except TypeError as exc:
+            raise TypeError(
+                f"session[{key!r}]: cannot store a value of type {type(value).__name__}: {exc}"
+            ) from exc
+        limit = self._settings.max_value_bytes
+        if limit is not None and len(data) > limit:
+            raise SessionTooLarge(
+                key, f"session[{key!r}] is {len(data)} bytes encoded (limit {limit})"
+            )
+        return data
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+        data = self._encode(key, value)
+        if isinstance(value, _IMMUTABLE):
+            self._encoded[key] = data
+        else:
+            self._encoded.pop(key, None)
+        self._values[key] = value
+        self._dirty.add(key)
+        self._deleted.discard(key)
+        self.modified = self.accessed = True
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        self._values[key] = _ABSENT
+        self._encoded.pop(key, None)
+        self._dirty.discard(key)
+        self._deleted.add(key)
+        self.modified = True
+
+    def clear(self) -> None:
+        """Remove every key; at the end of the request the file and the cookie go."""
+        self._values.clear()
+        self._encoded.clear()
+        self._dirty.clear()
+        self._deleted.clear()
+        self._cleared = True
+        self._permanent = False  # as in Flask, where "_permanent" is an ordinary key
+        self.modified = self.accessed = True
+
+    def _nested_change(self, key: str) -> None:
+        """A tracked container inside ``session[key]`` was mutated."""
+        if self._values.get(key, _ABSENT) is not _ABSENT:
+            self._dirty.add(key)
+            self._encoded.pop(key, None)
+            self.modified = True
+
+    # -- atomic blocks ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic(self, timeout: float | None = None) -> Iterator[None]:
+        """Make a read-modify-write of this session atomic across concurrent requests.
+
+        Inside the block the session's write lock is held: other requests of the same
+        session can still read, but their saves and ``atomic()`` blocks wait. Values are
+        re-read under the lock, and the block's changes are committed when it ends
+        (together with any change made earlier in the request). Waiting longer than
+        ``timeout`` seconds (default: the interface's ``lock_timeout``) raises
+        :class:`~sqlite_session.SessionLockTimeout` and nothing is written. Keep the block
+        short: it serialises the session's writers. A session that has never been
+        saved needs no lock (no other request can know its id yet).
+        """
+        self._resolve()
+        if self._tx is not None or self._state is not _State.BOUND:
+            yield
+            return
+        assert self._sid is not None
+        with self._settings.store.transaction(self._sid, timeout) as tx:
+            if tx.status is not OpenStatus.LIVE:
+                self._lose_storage("the session ended before its lock was taken")
+                yield
+                return
+            self._values = {k: v for k, v in self._values.items() if k in self._dirty}
+            self._versions = {}
+            self._tx = tx
+            try:
+                yield
+                outcome = tx.apply(self._changes(time.time()))
+            finally:
+                self._tx = None
+        self._settled(outcome)
+
+    def _settled(self, outcome: WriteOutcome) -> None:
+        """Forget the pending changes that a write has just made durable."""
+        self._dirty.clear()
+        self._deleted.clear()
+        self._cleared = False
+        self._values = {k: v for k, v in self._values.items() if v is not _ABSENT}
+        if outcome is WriteOutcome.REMOVED:
+            self._state = _State.NEW
+            self._stale_cookie = True
+            self._values.clear()
+
+    # -- saving --------------------------------------------------------------------
+
+    def _changes(self, now: float) -> Changes:
+        upserts = {}
+        for key in self._dirty:
+            value = self._values[key]
+            encoded = self._encoded.get(key)
+            upserts[key] = encoded if encoded is not None else self._encode(key, value)
+        expected = None
+        if self._settings.strict:
+            expected = {k: v for k, v in self._versions.items() if k in upserts or k in self._deleted}
+        return Changes(
+            upserts=upserts,
+            deletes=set(self._deleted),
+            clear=self._cleared,
+            permanent=bool(self._permanent),
+            expires_at=now + self._lifetime(),
+            expected=expected,
+            baseline=self._baseline,
+            move_to=self._new_sid if self._state is _State.BOUND else None,
+            moved_grace=self._settings.regenerate_grace,
+        )
+
+    def touched(self) -> bool:
+        """True once the request has read or changed the session's data."""
+        return self._state is not _State.UNRESOLVED or self.modified
+
+    def save(self, refresh: bool) -> SaveResult:
+        """Write this request's changes in one transaction (the end-of-request save).
+
+        ``refresh`` (``SESSION_REFRESH_EACH_REQUEST``) lets a read-only request push the
+        expiry forward, at most once per ``refresh_fraction`` of the lifetime.
+        """
+        self._resolve()
+        now = time.time()
+        store = self._settings.store
+        if self._state is _State.SUPERSEDED:
+            if self.modified:
+                log.info("discarding changes of a request that carried a regenerated session id")
+            return SaveResult(None, False, False, None)
+        changes = self._changes(now)
+        if self._state is _State.BOUND:
+            assert self._sid is not None
+            if changes.is_empty() and changes.move_to is None and not self.modified:
+                return self._refresh(now, refresh)
+            outcome = store.write(self._sid, changes)
+            self._settled(outcome)
+            if outcome is WriteOutcome.WRITTEN:
+                return SaveResult(self._sid, False, False, changes.expires_at)
+            if outcome is WriteOutcome.MOVED:
+                self._sid, self._new_sid = self._new_sid, None
+                return SaveResult(self._sid, True, False, changes.expires_at)
+            if outcome is WriteOutcome.SUPERSEDED:
+                log.info("session %s was regenerated meanwhile; changes discarded", self._sid)
+                return SaveResult(None, False, False, None)
+            if outcome is WriteOutcome.REMOVED:
+                return SaveResult(None, False, True, None)
+            log.info("session %s expired during the request; starting a new one", self._sid)
+            self._stale_cookie = True
+        if not changes.upserts:
+            return SaveResult(None, False, self._stale_cookie, None)
+        sid = self._new_sid or new_session_id(self._settings.node)
+        store.create(sid, changes)
+        self._sid, self._new_sid, self._state = sid, None, _State.BOUND
+        self._settled(WriteOutcome.WRITTEN)
+        return SaveResult(sid, True, False, changes.expires_at)
+
+    def _refresh(self, now: float, refresh: bool) -> SaveResult:
+        assert self._sid is not None and self._expires_at is not None
+        lifetime = self._lifetime()
+        due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
+        if refresh and now >= due:
+            with self._settings.store.transaction(self._sid) as tx:
+                refreshed = tx.refresh(now + lifetime)
+            if not refreshed:
+                return SaveResult(None, False, True, None)
+            self._expires_at = now + lifetime
+        return SaveResult(self._sid, False, False, self._expires_at)
+
+    def __repr__(self) -> str:
+        return f"<SqliteSession sid={self._sid!r} state={self._state.value}>"

@@ -1,0 +1,631 @@
+"""One SQLite file per session: the only module that speaks SQLite.
+
+File format
+    ``<directory>/<session id>.session``, a SQLite database with page size 1024 (a small
+    session is 3 pages, which tmpfs rounds to one 4 KiB page), ``application_id``
+    :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
+    ``meta`` (one row: expiry, state, permanent flag, change counter, key count) and
+    ``kv`` (one row per session key: encoded value and the change counter of its last
+    write). The expiry is also mirrored into the file's mtime after every commit, so the
+    sweeper can skip a fresh session with a ``stat``; the mirror is only a hint (a crash
+    between commit and ``utime`` leaves an mtime in the past, which merely makes the file
+    a candidate that the sweeper opens and re-checks).
+
+Journal mode
+    The default rollback journal (``DELETE``). A process killed in the middle of a commit
+    leaves a hot journal that the next connection rolls back, so a session is always
+    readable with the old or the new values of a save (``tests/test_crash.py`` kills
+    writers at random moments to prove it). ``MEMORY`` and ``OFF`` journals corrupt the
+    file in that case, and ``WAL`` needs a 32 KiB ``-shm`` file next to every open session,
+    which breaks the one-page-per-session budget. ``synchronous=OFF``: on tmpfs an fsync
+    protects nothing (power loss empties the tmpfs anyway) and a process crash loses
+    nothing that has reached the kernel.
+
+Removal and hand-over
+    A session file is never unlinked while someone may still write to it unnoticed.
+    Whoever removes one (the sweeper, a request that emptied it, a ``regenerate()``)
+    takes the write lock (``BEGIN IMMEDIATE``), re-checks, sets ``meta.state`` to
+    :data:`GONE` (or :data:`MOVED`) and commits before unlinking. Every write begins the
+    same way and checks the state first, so a request still holding the old inode sees
+    the tombstone and treats its session as expired instead of writing into a file
+    nobody will ever read again. An expired session is dead for good: a write never
+    revives a row whose expiry has passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import secrets
+import stat
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import NamedTuple
+
+import apsw
+
+from .errors import SessionConflictError, SessionLockTimeout, SessionStorageFull, SessionTooLarge
+
+log = logging.getLogger("sqlite_session")
+
+FORMAT_VERSION = 1
+APPLICATION_ID = 0x53514C53  # "SQLS"
+PAGE_SIZE = 1024
+SUFFIX = ".session"
+TEMP_PREFIX = ".tmp-"
+
+# meta.state values
+LIVE = 0
+GONE = 1  # swept or emptied; unlinked right after the commit that set it
+MOVED = 2  # regenerated: the data now lives under another id; kept briefly as a tombstone
+
+_SCHEMA = f"""
+PRAGMA page_size={PAGE_SIZE};
+PRAGMA application_id={APPLICATION_ID};
+PRAGMA user_version={FORMAT_VERSION};
+BEGIN;
+CREATE TABLE meta(
+    expires_at REAL NOT NULL,
+    state INTEGER NOT NULL,
+    permanent INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    nkeys INTEGER NOT NULL
+);
+CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+"""
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+_READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
+_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
+
+
+class OpenStatus(Enum):
+    """What :meth:`SessionStore.open` found at a session's path."""
+
+    LIVE = "live"
+    MISSING = "missing"
+    EXPIRED = "expired"
+    MOVED = "moved"
+    BROKEN = "broken"
+
+
+class Meta(NamedTuple):
+    """The ``meta`` row of a session file."""
+
+    expires_at: float
+    state: int
+    permanent: bool
+    seq: int
+    nkeys: int
+
+
+class Opened(NamedTuple):
+    """Result of :meth:`SessionStore.open`: the status and, for a live session, its meta."""
+
+    status: OpenStatus
+    meta: Meta | None
+
+
+class WriteOutcome(Enum):
+    """What a write did to the session file."""
+
+    WRITTEN = "written"
+    REMOVED = "removed"  # the session became empty; its file is gone
+    MOVED = "moved"  # this write regenerated the session: its data now lives under the new id
+    GONE = "gone"  # the session had expired or been removed before this write; nothing written
+    SUPERSEDED = "superseded"  # another request regenerated the session; nothing written
+
+
+@dataclass
+class Changes:
+    """A batch of changes to one session, applied in one transaction.
+
+    ``expected`` enables strict mode: for each key, the version this request read
+    (None: the key was absent); a key not listed must not have been written since the
+    change counter ``baseline`` that the request saw when it opened the session.
+    """
+
+    upserts: dict[str, bytes] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    clear: bool = False
+    permanent: bool = False
+    expires_at: float = 0.0
+    expected: dict[str, int | None] | None = None
+    baseline: int = 0
+    move_to: str | None = None
+    moved_grace: float = 0.0
+
+    def is_empty(self) -> bool:
+        return not (self.upserts or self.deletes or self.clear)
+
+
+class StorageBroken(Exception):
+    """A session file that is not ours, is damaged or became unreadable (internal)."""
+
+
+class _Pooled(NamedTuple):
+    conn: apsw.Connection
+    inode: tuple[int, int]
+
+
+class _ConnectionPool:
+    """A bounded, per-process LRU of idle connections, keyed by file path.
+
+    Opening a connection and loading the schema costs ~110 µs, a read on an open one
+    ~10 µs (see DESIGN.md), so idle connections are kept. A connection is handed to one
+    thread at a time. It is reused only if the path still names the inode it was opened
+    on, which catches files swept, removed or replaced by another process. After a fork
+    the inherited connections are dropped: SQLite connections must not cross a fork.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._idle: OrderedDict[str, list[_Pooled]] = OrderedDict()
+        self._size = 0
+        self._pid = os.getpid()
+
+    def take(self, path: str, inode: tuple[int, int]) -> apsw.Connection | None:
+        stale: list[_Pooled] = []
+        found = None
+        with self._lock:
+            if self._pid != os.getpid():
+                self._idle.clear()
+                self._size = 0
+                self._pid = os.getpid()
+            idle = self._idle.get(path)
+            while idle and found is None:
+                pooled = idle.pop()
+                self._size -= 1
+                if pooled.inode == inode:
+                    found = pooled.conn
+                else:
+                    stale.append(pooled)
+            if idle == []:
+                del self._idle[path]
+        for pooled in stale:
+            pooled.conn.close()
+        return found
+
+    def give(self, path: str, pooled: _Pooled) -> None:
+        evicted: list[_Pooled] = []
+        with self._lock:
+            if self._pid != os.getpid() or self._capacity <= 0:
+                evicted.append(pooled)
+            else:
+                self._idle.setdefault(path, []).append(pooled)
+                self._idle.move_to_end(path)
+                self._size += 1
+                while self._size > self._capacity:
+                    oldest_path, conns = next(iter(self._idle.items()))
+                    evicted.append(conns.pop(0))
+                    self._size -= 1
+                    if not conns:
+                        del self._idle[oldest_path]
+        for old in evicted:
+            old.conn.close()
+
+    def forget(self, path: str) -> None:
+        """Close the idle connections of a file that has just been removed."""
+        with self._lock:
+            conns = self._idle.pop(path, [])
+            self._size -= len(conns)
+        for pooled in conns:
+            pooled.conn.close()
+
+
+class SessionStore:
+    """The session files of one directory.
+
+    ``busy_timeout`` (seconds) is how long a write waits for another writer of the same
+    session before :class:`SessionLockTimeout`; ``max_session_bytes`` caps a session's
+    file through SQLite's ``max_page_count``; ``max_keys`` caps its number of keys.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        busy_timeout: float = 5.0,
+        max_session_bytes: int | None = None,
+        max_keys: int | None = None,
+        connection_cache_size: int = 128,
+    ) -> None:
+        self.directory = directory
+        self.busy_timeout = busy_timeout
+        self.max_session_bytes = max_session_bytes
+        self.max_keys = max_keys
+        self._pool = _ConnectionPool(connection_cache_size)
+
+    # -- paths ---------------------------------------------------------------------
+
+    def path_for(self, sid: str) -> str:
+        """The file of session ``sid`` (which the caller has validated as an id)."""
+        return os.path.join(self.directory, sid + SUFFIX)
+
+    # -- connections ---------------------------------------------------------------
+
+    def _configure(self, conn: apsw.Connection) -> None:
+        conn.setbusytimeout(int(self.busy_timeout * 1000))
+        conn.execute("PRAGMA synchronous=OFF")
+        if self.max_session_bytes is not None:
+            pages = max(4, self.max_session_bytes // PAGE_SIZE)
+            conn.execute(f"PRAGMA max_page_count={pages}")
+
+    def _open_connection(self, path: str) -> apsw.Connection:
+        conn = apsw.Connection(path, flags=_OPEN_FLAGS)
+        try:
+            self._configure(conn)
+            header = conn.execute(_CHECK_HEADER).fetchall()
+            if header != [(APPLICATION_ID, FORMAT_VERSION)]:
+                raise StorageBroken(f"not a session file of format {FORMAT_VERSION}: {header}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self, path: str) -> Iterator[apsw.Connection | None]:
+        """A connection to ``path`` for the duration of the block, or None if it is missing.
+
+        Raises :class:`StorageBroken` for anything at ``path`` that is not a readable
+        session file of ours (a directory, a symlink, garbage, a foreign database). The
+        file is never followed through a symlink and never modified in that case.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            yield None
+            return
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageBroken(f"not a regular file (mode {stat.filemode(st.st_mode)})")
+        inode = (st.st_dev, st.st_ino)
+        conn = self._pool.take(path, inode)
+        if conn is None:
+            try:
+                conn = self._open_connection(path)
+            except apsw.CantOpenError:
+                yield None  # removed between the lstat and the open
+                return
+            except apsw.Error as exc:
+                raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+        reusable = True
+        try:
+            yield conn
+        except (apsw.Error, StorageBroken):
+            reusable = False
+            raise
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(apsw.Error):
+                    conn.execute("ROLLBACK")
+            if reusable:
+                self._pool.give(path, _Pooled(conn, inode))
+            else:
+                conn.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def open(self, sid: str) -> Opened:
+        """Look at session ``sid``: is it live, and if so its meta row.
+
+        Damaged or foreign files are logged and reported as :attr:`OpenStatus.BROKEN`;
+        they are left untouched for the sweeper.
+        """
+        path = self.path_for(sid)
+        try:
+            with self._connection(path) as conn:
+                if conn is None:
+                    return Opened(OpenStatus.MISSING, None)
+                meta = _read_meta(conn)
+        except (StorageBroken, apsw.Error) as exc:
+            log.warning("ignoring unreadable session file %s: %s", path, exc)
+            return Opened(OpenStatus.BROKEN, None)
+        if meta.state == MOVED:
+            return Opened(OpenStatus.MOVED, None)
+        if meta.state != LIVE or meta.expires_at <= time.time():
+            return Opened(OpenStatus.EXPIRED, None)
+        return Opened(OpenStatus.LIVE, meta)
+
+    def read(self, sid: str, key: str) -> tuple[bytes, int] | None:
+        """The stored value and version of one key, or None if the key is absent."""
+        rows = self._query(sid, "SELECT value, version FROM kv WHERE key = ?", (key,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def version(self, sid: str, key: str) -> int | None:
+        """The version of one key (the value is not read), or None if the key is absent."""
+        rows = self._query(sid, "SELECT version FROM kv WHERE key = ?", (key,))
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def keys(self, sid: str) -> list[str]:
+        """The session's keys (values are not read)."""
+        return [row[0] for row in self._query(sid, "SELECT key FROM kv", ())]
+
+    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+        path = self.path_for(sid)
+        try:
+            with self._connection(path) as conn:
+                if conn is None:
+                    raise StorageBroken("the session file has disappeared")
+                return [tuple(row) for row in conn.execute(sql, args).fetchall()]
+        except apsw.Error as exc:
+            raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+
+    # -- writing -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, sid: str, timeout: float | None = None) -> Iterator[Transaction]:
+        """Hold session ``sid``'s write lock for the block; commit when it ends cleanly.
+
+        Other requests can still read the session meanwhile; writers wait (up to
+        ``timeout`` seconds, default ``busy_timeout``) and then get
+        :class:`SessionLockTimeout`. ``tx.status`` tells whether the session was still
+        live when the lock was taken.
+        """
+        path = self.path_for(sid)
+        with self._connection(path) as conn:
+            if conn is None:
+                yield Transaction(self, sid, None, None)
+                return
+            if timeout is not None:
+                conn.setbusytimeout(int(timeout * 1000))
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except apsw.BusyError as exc:
+                    waited = self.busy_timeout if timeout is None else timeout
+                    log.warning("session %s: write lock not acquired in %g s", sid, waited)
+                    raise SessionLockTimeout(
+                        f"session lock not acquired within {waited:g} s"
+                    ) from exc
+                tx = Transaction(self, sid, conn, _read_meta(conn))
+                try:
+                    yield tx
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(apsw.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+            except apsw.FullError as exc:
+                raise _full_error(conn, "") from exc
+            except apsw.Error as exc:
+                if conn.system_errno == errno.ENOSPC:
+                    raise SessionStorageFull(f"no space left for session file: {exc}") from exc
+                raise
+            finally:
+                if timeout is not None:
+                    conn.setbusytimeout(int(self.busy_timeout * 1000))
+        tx.after_commit()
+
+    def write(self, sid: str, changes: Changes) -> WriteOutcome:
+        """Apply ``changes`` to an existing session in one transaction."""
+        with self.transaction(sid) as tx:
+            return tx.apply(changes)
+
+    def create(self, sid: str, changes: Changes, *, seq: int = 0) -> None:
+        """Write a new session file for ``sid`` holding ``changes.upserts``.
+
+        The file is built under a temporary name and renamed into place, so a session
+        file is never seen half-initialised and a crash leaves only a ``.tmp-`` file.
+        """
+        temp = os.path.join(self.directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+        conn: apsw.Connection | None = None
+        try:
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+            os.close(os.open(temp, flags, 0o600))
+            conn = apsw.Connection(temp, flags=_OPEN_FLAGS)
+            self._configure(conn)
+            conn.execute(_SCHEMA)
+            conn.execute(
+                "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
+                (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
+            )
+            key = ""
+            try:
+                for key, value in changes.upserts.items():
+                    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
+            except apsw.FullError as exc:
+                raise _full_error(conn, key) from exc
+            _check_key_count(self.max_keys, len(changes.upserts), key)
+            conn.execute("COMMIT")
+            conn.close()
+            conn = None
+            os.utime(temp, (changes.expires_at, changes.expires_at))
+            os.rename(temp, self.path_for(sid))
+        except BaseException as exc:
+            no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            if conn is not None:
+                no_space = no_space or conn.system_errno == errno.ENOSPC
+                conn.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            if no_space and not isinstance(exc, SessionStorageFull):
+                log.error("session storage is full: cannot create a session file")
+                raise SessionStorageFull(f"no space left for a new session: {exc}") from exc
+            raise
+
+    def remove(self, sid: str) -> None:
+        """Forget the pooled connections of a file that has just been unlinked."""
+        self._pool.forget(self.path_for(sid))
+
+
+class Transaction:
+    """A session file under its write lock: read consistently, then apply one batch."""
+
+    def __init__(
+        self, store: SessionStore, sid: str, conn: apsw.Connection | None, meta: Meta | None
+    ) -> None:
+        self._store = store
+        self._sid = sid
+        self._conn = conn
+        self.meta = meta
+        self._unlink = False
+        self._touch: float | None = None
+
+    @property
+    def status(self) -> OpenStatus:
+        """Whether the session was live when the lock was taken."""
+        if self.meta is None:
+            return OpenStatus.MISSING
+        if self.meta.state == MOVED:
+            return OpenStatus.MOVED
+        if self.meta.state != LIVE or self.meta.expires_at <= time.time():
+            return OpenStatus.EXPIRED
+        return OpenStatus.LIVE
+
+    def read(self, key: str) -> tuple[bytes, int] | None:
+        """One key's value and version, as of this transaction."""
+        assert self._conn is not None
+        rows = self._conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def version(self, key: str) -> int | None:
+        """One key's version, as of this transaction."""
+        assert self._conn is not None
+        rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def keys(self) -> list[str]:
+        """The session's keys, as of this transaction."""
+        assert self._conn is not None
+        return [row[0] for row in self._conn.execute("SELECT key FROM kv").fetchall()]
+
+    def apply(self, changes: Changes) -> WriteOutcome:
+        """Apply a batch of changes; the commit happens when the transaction block ends."""
+        status = self.status
+        if status is OpenStatus.MOVED:
+            return WriteOutcome.SUPERSEDED
+        if status is not OpenStatus.LIVE:
+            return WriteOutcome.GONE
+        conn, meta = self._conn, self.meta
+        assert conn is not None and meta is not None
+        if changes.expected is not None:
+            self._check_conflicts(changes)
+        seq = meta.seq + 1
+        nkeys = meta.nkeys
+        if changes.clear:
+            conn.execute("DELETE FROM kv")
+            nkeys = 0
+        for key in changes.deletes:
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            nkeys -= conn.changes()
+        key = ""
+        try:
+            for key, value in changes.upserts.items():
+                conn.execute("INSERT OR IGNORE INTO kv VALUES (?, ?, ?)", (key, value, seq))
+                if conn.changes():
+                    nkeys += 1
+                    _check_key_count(self._store.max_keys, nkeys, key)
+                else:
+                    conn.execute(
+                        "UPDATE kv SET value = ?, version = ? WHERE key = ?", (value, seq, key)
+                    )
+        except apsw.FullError as exc:
+            raise _full_error(conn, key) from exc
+        if nkeys <= 0:
+            conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
+            self._unlink = True
+            return WriteOutcome.REMOVED
+        if changes.move_to is not None:
+            self._move(changes, seq)
+            return WriteOutcome.MOVED
+        conn.execute(
+            "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
+            (changes.expires_at, int(changes.permanent), seq, nkeys),
+        )
+        self._touch = changes.expires_at
+        return WriteOutcome.WRITTEN
+
+    def refresh(self, expires_at: float) -> bool:
+        """Push a live session's expiry to ``expires_at``; False if it is no longer live."""
+        if self.status is not OpenStatus.LIVE:
+            return False
+        assert self._conn is not None
+        self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
+        self._touch = expires_at
+        return True
+
+    def expire_if_due(self, now: float) -> bool:
+        """Tombstone the session if its expiry has passed (the sweeper's check under lock)."""
+        if self.meta is None or (self.meta.state == LIVE and self.meta.expires_at > now):
+            return False
+        if self.meta.state == MOVED and self.meta.expires_at > now:
+            return False
+        assert self._conn is not None
+        self._conn.execute("UPDATE meta SET state = ?", (GONE,))
+        self._unlink = True
+        return True
+
+    def _check_conflicts(self, changes: Changes) -> None:
+        assert self._conn is not None and changes.expected is not None
+        conflicts = []
+        for key in [*changes.upserts, *changes.deletes]:
+            row = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+            current = row[0][0] if row else None
+            if key in changes.expected:
+                if current != changes.expected[key]:
+                    conflicts.append(key)
+            elif current is not None and current > changes.baseline:
+                conflicts.append(key)
+        if conflicts:
+            raise SessionConflictError(sorted(conflicts))
+
+    def _move(self, changes: Changes, seq: int) -> None:
+        """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here."""
+        assert self._conn is not None and changes.move_to is not None
+        rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
+        copy = Changes(
+            upserts={key: value for key, value in rows},
+            permanent=changes.permanent,
+            expires_at=changes.expires_at,
+        )
+        self._store.create(changes.move_to, copy, seq=seq)
+        tombstone_until = time.time() + changes.moved_grace
+        self._conn.execute("DELETE FROM kv")
+        self._conn.execute(
+            "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
+            (MOVED, tombstone_until, seq),
+        )
+        self._touch = tombstone_until
+
+    def after_commit(self) -> None:
+        """Mirror the new expiry into the mtime, or unlink a tombstoned file."""
+        path = self._store.path_for(self._sid)
+        try:
+            if self._unlink:
+                os.unlink(path)
+                self._store.remove(self._sid)
+            elif self._touch is not None:
+                os.utime(path, (self._touch, self._touch), follow_symlinks=False)
+        except FileNotFoundError:
+            pass  # removed by someone else after our commit: nothing left to do
+
+
+def _read_meta(conn: apsw.Connection) -> Meta:
+    rows = conn.execute(_READ_META).fetchall()
+    if len(rows) != 1:
+        raise StorageBroken(f"meta table holds {len(rows)} rows")
+    expires_at, state, permanent, seq, nkeys = rows[0]
+    return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
+
+
+def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
+    if max_keys is not None and nkeys > max_keys:
+        raise SessionTooLarge(key, f"session would hold {nkeys} keys (limit {max_keys}) at {key!r}")
+
+
+def _full_error(conn: apsw.Connection, key: str) -> Exception:
+    """Tell a session over its size limit from a filesystem that is full."""
+    limit = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
+    used = conn.execute("PRAGMA page_count").fetchall()[0][0]
+    if used >= limit - 1:
+        return SessionTooLarge(
+            key, f"session would exceed {limit * PAGE_SIZE} bytes when writing {key!r}"
+        )
+    log.error("session storage is full while writing %r", key)
+    return SessionStorageFull(f"no space left on the session filesystem while writing {key!r}")

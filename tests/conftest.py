@@ -1,0 +1,48 @@
+"""Shared fixtures: a real Flask app on a real session directory."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from sqlite_session import SqliteSessionInterface
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))  # the demo app is importable as demo_app
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path) -> Path:
+    """A fresh session directory (created by the interface)."""
+    return tmp_path / "sessions"
+
+
+def session_files(directory: Path) -> list[str]:
+    """The session files in ``directory`` (no temporary or journal files)."""
+    if not directory.exists():
+        return []
+    return sorted(name for name in os.listdir(directory) if name.endswith(".session"))
+
+
+@pytest.fixture
+def make_app(session_dir: Path) -> Callable[..., Flask]:
+    """Build a Flask app on ``session_dir`` with the given interface options."""
+
+    def build(**options: Any) -> Flask:
+        app = Flask(__name__)
+        app.config.update(SECRET_KEY="test secret", TESTING=True)
+        app.session_interface = SqliteSessionInterface(session_dir, **options)
+        return app
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
+    yield make_app()
