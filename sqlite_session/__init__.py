@@ -14,7 +14,7 @@ from .errors import (
 )
 from .interface import SqliteSessionInterface
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
-from .session import SqliteSession
+from .session import PerKeySession
 
 __all__ = [
     "PickleSerializer",
@@ -25,7 +25,7 @@ __all__ = [
     "SessionLockTimeout",
     "SessionStorageFull",
     "SessionTooLarge",
-    "SqliteSession",
+    "PerKeySession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
 ]

@@ -22,7 +22,7 @@ class SessionDirectoryError(SessionError):
 class SessionLockTimeout(SessionError):
     """The session's write lock could not be taken within the configured timeout.
 
-    Raised by :meth:`~sqlite_session.SqliteSession.atomic` and by saves that waited longer
+    Raised by :meth:`~sqlite_session.PerKeySession.atomic` and by saves that waited longer
     than ``lock_timeout`` seconds. Nothing was written.
     """
 

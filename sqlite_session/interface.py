@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from .errors import SessionDirectoryError
 from .ids import IdSigner, validate_node
 from .serializer import Serializer, TaggedJSONSerializer
-from .session import SessionSettings, SqliteSession
+from .session import SessionSettings, PerKeySession
 from .store import SessionStore
 
 log = logging.getLogger("sqlite_session")
@@ -113,7 +113,7 @@ class SqliteSessionInterface(SessionInterface):
             signer = self._signers[keys] = IdSigner(keys)
         return signer
 
-    def open_session(self, app: Flask, request: Request) -> SqliteSession | None:
+    def open_session(self, app: Flask, request: Request) -> PerKeySession | None:
         """A lazy session: no cookie parsing, signature check or file access until used."""
         if not app.secret_key:
             return None  # Flask then uses its NullSession, which explains the missing key
@@ -125,11 +125,11 @@ class SqliteSessionInterface(SessionInterface):
         def lifetime() -> float:
             return app.permanent_session_lifetime.total_seconds()
 
-        return SqliteSession(self.settings, read_sid, lifetime)
+        return PerKeySession(self.settings, read_sid, lifetime)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save the request's changes and set, refresh or delete the cookie."""
-        if not isinstance(session, SqliteSession):
+        if not isinstance(session, PerKeySession):
             return
         if session.accessed:
             response.vary.add("Cookie")

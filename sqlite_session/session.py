@@ -64,7 +64,7 @@ class SaveResult:
     expires_at: float | None
 
 
-class SqliteSession(SessionMixin):
+class PerKeySession(SessionMixin):
     """A per-key, lazily loaded session backed by one SQLite file (a ``MutableMapping``).
 
     ``read_sid`` returns the verified id from the request's cookie (or None) and is
@@ -428,4 +428,4 @@ class SqliteSession(SessionMixin):
         return SaveResult(self._sid, False, False, self._expires_at)
 
     def __repr__(self) -> str:
-        return f"<SqliteSession sid={self._sid!r} state={self._state.value}>"
+        return f"<PerKeySession sid={self._sid!r} state={self._state.value}>"
