@@ -27,7 +27,7 @@ SESSION_ID_RE = re.compile(r"(?:[a-z0-9][a-z0-9-]{0,31}\.)?[A-Za-z0-9_-]{43}")
 # rejected before it is parsed at all.
 MAX_COOKIE_LENGTH = 76 + 1 + 43
 _SALT = b"sqlite_session.cookie-id"
-# How many verified cookie values each IdSigner remembers (about 200 bytes each).
+# How many verified cookie values (and signed ids) each IdSigner remembers (~200 B each).
 VERIFIED_CACHE_SIZE = 1024
 
 
@@ -75,9 +75,11 @@ class IdSigner:
             raise ValueError("IdSigner needs at least one secret key")
         # Derive a dedicated key so the app's SECRET_KEY is never used raw for this purpose.
         self._keys = [hmac.new(_to_bytes(k), _SALT, hashlib.sha256).digest() for k in keys]
-        # Cookie values that verified recently -> their id (first in, first out).
+        # Cookie values that verified recently -> their id, and ids -> their cookie value
+        # (first in, first out; see unsign and sign).
         self._verified: dict[str, str] = {}
-        self._verified_lock = threading.Lock()
+        self._signed: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     @staticmethod
     def _signature(key: bytes, sid: str) -> str:
@@ -85,8 +87,16 @@ class IdSigner:
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
     def sign(self, sid: str) -> str:
-        """The cookie value for ``sid``."""
-        return f"{sid}.{self._signature(self._keys[-1], sid)}"
+        """The cookie value for ``sid``.
+
+        Remembered like verified values (signing is deterministic): a session's cookie
+        is set again at every save that modifies it, which saves an HMAC per write.
+        """
+        value = self._signed.get(sid)
+        if value is None:
+            value = f"{sid}.{self._signature(self._keys[-1], sid)}"
+            self._remember(self._signed, sid, value)
+        return value
 
     def unsign(self, value: str) -> str | None:
         """The id carried by a cookie value, or None when it is not one we signed.
@@ -118,8 +128,12 @@ class IdSigner:
             valid |= hmac.compare_digest(self._signature(key, sid), signature)
         if not valid:
             return None
-        with self._verified_lock:
-            if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                del self._verified[next(iter(self._verified))]
-            self._verified[value] = sid
+        self._remember(self._verified, value, sid)
         return sid
+
+    def _remember(self, cache: dict[str, str], key: str, value: str) -> None:
+        """Add to a bounded cache, dropping its oldest entry when full."""
+        with self._lock:
+            if len(cache) >= VERIFIED_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[key] = value

@@ -93,3 +93,17 @@ def test_rotating_secret_key_in_the_app_drops_the_old_key(
     assert client.get("/read").text == "1"  # the cookie is now remembered as verified
     app.config["SECRET_KEY"] = "a new key"  # rotated without keeping the old one
     assert client.get("/read").text == "None"
+
+
+def test_signing_is_remembered_but_stays_per_key_set() -> None:
+    sid = new_session_id()
+    first, again = IdSigner(["k"]), IdSigner(["k"])
+    assert first.sign(sid) == first.sign(sid) == again.sign(sid)
+    rotated = IdSigner(["k", "newer"])
+    assert rotated.sign(sid) != first.sign(sid)  # signed with the newest key
+    assert rotated.unsign(rotated.sign(sid)) == sid
+    assert IdSigner(["k"]).unsign(rotated.sign(sid)) is None
+    for _ in range(VERIFIED_CACHE_SIZE + 10):
+        first.sign(new_session_id())
+    assert len(first._signed) == VERIFIED_CACHE_SIZE
+    assert first.sign(sid) == again.sign(sid)
