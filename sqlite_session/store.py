@@ -82,6 +82,8 @@ CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT N
 _UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
+_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
+
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction (lock, hot-journal check, unlock)
 # and one connection checkout instead of two. Measured on tmpfs with apsw 3.54: meta then
@@ -94,7 +96,6 @@ _READ_META_AND_KEY = (
     "SELECT 0, expires_at, state, permanent, seq, nkeys FROM meta "
     "UNION ALL SELECT 1, value, version, NULL, NULL, NULL FROM kv WHERE key = ?"
 )
-_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 
 
 class OpenStatus(Enum):
