@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -75,8 +75,8 @@ SCENARIOS = (
     Scenario("untouched", "untouched request with a session cookie", "/untouched", "/setup/small"),
     Scenario("read", "read 1 key of a 5-key session", "/read", "/setup/small"),
     Scenario("rw", "read + write 1 key of a 5-key session", "/rw", "/setup/small"),
-    Scenario("big_read", "read 1 key of 1,000 keys × 1 KB", "/big/read", "/setup/big", True),
-    Scenario("big_write", "write 1 key of 1,000 keys × 1 KB", "/big/write", "/setup/big", True),
+    Scenario("big_read", "read 1 key of 1,000 keys x 1 KB", "/big/read", "/setup/big", True),
+    Scenario("big_write", "write 1 key of 1,000 keys x 1 KB", "/big/write", "/setup/big", True),
     Scenario("nested", "nested append to a list", "/nested", "/setup/small"),
 )
 
@@ -280,7 +280,7 @@ def run_client_bench(
 
 
 def tmpfs_bytes(app: Flask, directory: Path, sessions: int) -> tuple[float, float]:
-    """Bytes (sum of st_blocks × 512) and files per session after ``sessions`` small ones."""
+    """Bytes (sum of st_blocks x 512) and files per session after ``sessions`` small ones."""
     for _ in range(sessions):
         app.test_client().get("/setup/small")
     blocks = files = 0
@@ -334,9 +334,10 @@ def run_gunicorn_bench(work: Path, rounds: int, seconds: int) -> dict[str, float
             port = ports[system] = free_port()
             env = dict(os.environ, BENCH_SYSTEM=system, BENCH_WORK=str(work / f"gunicorn-{system}"))
             args = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-                    "--pythonpath", str(ROOT / "scripts"), "bench_sessions:gunicorn_app()"]  # fmt: skip
+                    "--pythonpath", str(ROOT / "scripts"),
+                    "bench_sessions:gunicorn_app()"]  # fmt: skip
             stack.enter_context(server(args, port, env))
-        for name, (system, path) in runs.items():  # warm up every worker
+        for system, path in runs.values():  # warm up every worker
             wrk_rps(ports[system], path, 1, script)
         for _ in range(rounds):
             for name, (system, path) in runs.items():
@@ -344,7 +345,7 @@ def run_gunicorn_bench(work: Path, rounds: int, seconds: int) -> dict[str, float
     return {name: statistics.median(values) for name, values in results.items()}
 
 
-# -- report ------------------------------------------------------------------------------------------
+# -- report -------------------------------------------------------------------------------
 
 
 def versions() -> dict[str, str]:
@@ -368,30 +369,34 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}"
 
 
-def targets(med: dict[tuple[str, str], float], tmpfs: float, rps: dict[str, float]) -> list[tuple[str, str, bool]]:
+def targets(
+    med: dict[tuple[str, str], float], tmpfs: float, rps: dict[str, float]
+) -> list[tuple[str, str, bool]]:
     """Each target of issue 5: what it asks, what was measured, whether it holds."""
+
     def over(system: str, scenario: str) -> float:
         return med[system, scenario] - med["none", scenario]
 
     ours = "sqlite_session"
     rows = []
     ratio = med[ours, "untouched"] / med["none", "untouched"]
-    rows.append(("untouched ≤ 1.03 × none", f"{ratio:.3f} × none", ratio <= 1.03))
+    rows.append(("untouched ≤ 1.03 x none", f"{ratio:.3f} x none", ratio <= 1.03))
     for sc in ("read", "rw"):
         got = over(ours, sc) / over("cookie", sc)
-        rows.append((f"{sc}: overhead ≤ 0.5 × cookie's", f"{got:.2f} × cookie's "
-                     f"({over(ours, sc):.0f} vs {over('cookie', sc):.0f} µs)", got <= 0.5))  # fmt: skip
+        detail = f"({over(ours, sc):.0f} vs {over('cookie', sc):.0f} µs)"
+        rows.append((f"{sc}: overhead ≤ 0.5 x cookie's", f"{got:.2f} x cookie's {detail}",
+                     got <= 0.5))  # fmt: skip
     for big, small in (("big_read", "read"), ("big_write", "rw")):
         got = med[ours, big] / med[ours, small]
-        rows.append((f"{big} ≤ 1.2 × own {small}", f"{got:.2f} ×", got <= 1.2))
+        rows.append((f"{big} ≤ 1.2 x own {small}", f"{got:.2f} x", got <= 1.2))
         fastest = min(over(fs, big) for fs in FLASK_SESSION)
         factor = fastest / max(over(ours, big), 1e-9)
-        rows.append((f"{big}: overhead ≥ 20 × smaller than fastest Flask-Session",
-                     f"{factor:.1f} × smaller ({over(ours, big):.0f} vs {fastest:.0f} µs)",
+        rows.append((f"{big}: overhead ≥ 20 x smaller than fastest Flask-Session",
+                     f"{factor:.1f} x smaller ({over(ours, big):.0f} vs {fastest:.0f} µs)",
                      factor >= 20))  # fmt: skip
     rows.append(("tmpfs ≤ 4096 B per small session", f"{tmpfs:.0f} B", tmpfs <= 4096))
     got = rps["sqlite_session /rw"] / rps["none /untouched"]
-    rows.append(("gunicorn rps read+write ≥ 0.8 × no session", f"{got:.2f} ×", got >= 0.8))
+    rows.append(("gunicorn rps read+write ≥ 0.8 x no session", f"{got:.2f} x", got >= 0.8))
     return rows
 
 
@@ -405,9 +410,9 @@ def write_report(out: Path, med: dict[tuple[str, str], float], info: dict[str, A
                 cells.append("n/a")
                 continue
             value = med[system, sc.name]
-            text = f"{value:,.0f} µs<br>{value / med['none', sc.name]:.2f}× none"
+            text = f"{value:,.0f} µs<br>{value / med['none', sc.name]:.2f}x none"
             if ("cookie", sc.name) in med and system != "none":
-                text += f"<br>{value / med['cookie', sc.name]:.2f}× cookie"
+                text += f"<br>{value / med['cookie', sc.name]:.2f}x cookie"
             cells.append(text)
         lines.append(f"| {sc.label} | " + " | ".join(cells) + " |")
     lines += ["", "| tmpfs use, 10,000 small sessions | bytes per session | files per session |",
@@ -422,9 +427,10 @@ def write_report(out: Path, med: dict[tuple[str, str], float], info: dict[str, A
     for what, got, met in info["targets"]:
         lines.append(f"| {what} | {got} | {'yes' if met else '**no**'} |")
     lines += ["", f"Measured {info['date']} on {info['machine']}; "
-              f"{info['repeats']} interleaved repeats × {info['slice']} requests per cell; "
+              f"{info['repeats']} interleaved repeats x {info['slice']} requests per cell; "
               "median µs per test-client request.",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + "."]  # fmt: skip
+              "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+              + "."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
