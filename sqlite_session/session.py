@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
@@ -246,6 +246,20 @@ class PerKeySession(SessionMixin):
 
     def __len__(self) -> int:
         return len(self._key_list())
+
+    # The views are lazy: without these, ``session.keys()`` would read nothing yet and
+    # leave the session unmarked, and a response built from it would lack Vary: Cookie.
+    def keys(self) -> KeysView[str]:
+        self.accessed = True
+        return super().keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        self.accessed = True
+        return super().items()
+
+    def values(self) -> ValuesView[Any]:
+        self.accessed = True
+        return super().values()
 
     # -- writing -------------------------------------------------------------------
 
