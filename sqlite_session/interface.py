@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from .errors import SessionDirectoryError
 from .ids import IdSigner, validate_node
 from .serializer import Serializer, TaggedJSONSerializer
-from .session import SessionSettings, PerKeySession
+from .session import PerKeySession, SessionSettings
 from .store import SessionStore
 
 log = logging.getLogger("sqlite_session")
@@ -138,24 +138,21 @@ class SqliteSessionInterface(SessionInterface):
         if response.status_code >= 500 and not self.save_on_error:
             return
         refresh_each = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
-        signer = self._signer(app)  # before writing: a bad key must not leave an orphan file
-        result = session.save(refresh=refresh_each)
+        # Everything that can refuse the cookie is checked before writing: a bad key or
+        # SameSite value must not leave a file whose id no client will ever hold.
+        signer = self._signer(app)
         name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
-        samesite = self.get_cookie_samesite(app)
+        attributes: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": _checked_samesite(self.get_cookie_samesite(app)),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        result = session.save(refresh=refresh_each)
         if result.remove_cookie:
-            response.delete_cookie(
-                name,
-                domain=domain,
-                path=path,
-                secure=secure,
-                partitioned=partitioned,
-                samesite=samesite,
-                httponly=self.get_cookie_httponly(app),
-            )
+            response.delete_cookie(name, **attributes)
             response.vary.add("Cookie")
             return
         if result.sid is None:
@@ -165,18 +162,17 @@ class SqliteSessionInterface(SessionInterface):
             expires = None
             if permanent and result.expires_at is not None:
                 expires = datetime.fromtimestamp(result.expires_at, tz=timezone.utc)
-            response.set_cookie(
-                name,
-                signer.sign(result.sid),
-                expires=expires,
-                httponly=self.get_cookie_httponly(app),
-                domain=domain,
-                path=path,
-                secure=secure,
-                partitioned=partitioned,
-                samesite=samesite,
-            )
+            response.set_cookie(name, signer.sign(result.sid), expires=expires, **attributes)
             response.vary.add("Cookie")
+
+
+def _checked_samesite(value: str | None) -> str | None:
+    """``SESSION_COOKIE_SAMESITE`` as Werkzeug will accept it, or ValueError now."""
+    if value is not None and value.title() not in ("Strict", "Lax", "None"):
+        raise ValueError(
+            f"SESSION_COOKIE_SAMESITE must be 'Strict', 'Lax' or 'None', not {value!r}"
+        )
+    return value
 
 
 def _prepare_directory(path: str, *, allow_unsafe: bool) -> None:
