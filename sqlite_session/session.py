@@ -372,7 +372,8 @@ class PerKeySession(SessionMixin):
             upserts[key] = encoded if encoded is not None else self._encode(key, value)
         expected = None
         if self._settings.strict:
-            expected = {k: v for k, v in self._versions.items() if k in upserts or k in self._deleted}
+            written = upserts.keys() | self._deleted
+            expected = {k: v for k, v in self._versions.items() if k in written}
         return Changes(
             upserts=upserts,
             deletes=set(self._deleted),

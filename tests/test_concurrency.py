@@ -139,19 +139,19 @@ def test_two_requests_of_one_session_run_at_the_same_time(
     cookie = cookie_value(first)
     assert cookie
     outcome: list[int] = []
-    slow = threading.Thread(target=lambda: outcome.append(first.get("/slow").status_code))
-    slow.start()
+    blocked = threading.Thread(target=lambda: outcome.append(first.get("/slow").status_code))
+    blocked.start()
     try:
         assert inside.wait(timeout=20)
         second = app.test_client()
         second.set_cookie("session", cookie)
         # completes while the first request of the same session is still in its view
         assert second.get("/fast").status_code == 200
-        assert not release.is_set() and slow.is_alive()
+        assert not release.is_set() and blocked.is_alive()
         assert set(stored_rows(session_dir, sid_of(second))) == {"seed", "fast"}
     finally:
         release.set()
-        slow.join(timeout=20)
+        blocked.join(timeout=20)
     assert outcome == [200]
     rows = stored_rows(session_dir, sid_of(first))
     assert rows == {"seed": b"1", "slow": b"2", "fast": b"3"}
