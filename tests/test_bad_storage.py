@@ -28,9 +28,15 @@ def truncate_to(path: Path, size: int) -> None:
 
 
 def foreign_database(path: Path) -> None:
+    path.unlink()
     conn = apsw.Connection(str(path))
     conn.execute("CREATE TABLE users(name TEXT); INSERT INTO users VALUES ('root')")
     conn.close()
+
+
+def directory_in_place(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
 
 
 def meta_rows(count: int) -> Callable[[Path], None]:
@@ -50,10 +56,10 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "truncated in the middle": lambda p: truncate_to(p, p.stat().st_size // 2),
     "random bytes": lambda p: p.write_bytes(os.urandom(8192)),
     "sqlite header then garbage": lambda p: p.write_bytes(b"SQLite format 3\0" + b"\xee" * 4000),
-    "foreign sqlite database": lambda p: (p.unlink(), foreign_database(p)) and None,
+    "foreign sqlite database": foreign_database,
     "no meta row": meta_rows(0),
     "two meta rows": meta_rows(2),
-    "a directory": lambda p: (p.unlink(), p.mkdir()) and None,
+    "a directory": directory_in_place,
 }
 
 
