@@ -255,12 +255,12 @@ def test_session_special_types(app: Flask) -> None:
 
 
 def test_session_cookie_setting(app: Flask) -> None:
-    is_permanent = True
+    state = {"permanent": True}
 
     @app.route("/bump")
     def bump() -> str:
         rv = session["foo"] = session.get("foo", 0) + 1
-        session.permanent = is_permanent
+        session.permanent = state["permanent"]
         return str(rv)
 
     @app.route("/read")
@@ -277,9 +277,10 @@ def test_session_cookie_setting(app: Flask) -> None:
             assert (set_cookie is not None) == expect_header
             assert rv.data == b"3"
 
-    for is_permanent, refresh, expect in [
+    for permanent, refresh, expect in [
         (True, True, True), (True, False, False), (False, True, False), (False, False, False)
     ]:
+        state["permanent"] = permanent
         app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh
         run_test(expect_header=expect)
 
@@ -447,7 +448,7 @@ def test_extended_flashing(app: Flask) -> None:
 def test_flashing_across_a_redirect_then_gone(app: Flask, session_dir: Path) -> None:
     @app.post("/add")
     def add() -> BaseResponse:
-        session["cart"] = session.get("cart", []) + [request.form["item"]]
+        session["cart"] = [*session.get("cart", []), request.form["item"]]
         flash(f"added {request.form['item']}")
         return redirect(url_for("show"))
 
