@@ -101,7 +101,7 @@ class PerKeySession(SessionMixin):
     # -- identity ------------------------------------------------------------------
 
     @property
-    def sid(self) -> str | None:  # type: ignore[override]
+    def sid(self) -> str | None:
         """The session id; None for a new session before its first save.
 
         After :meth:`regenerate` this is already the new id.

@@ -23,6 +23,14 @@ def _iadd(s: SessionMixin) -> None:
     s["v"]["list"] += [9]
 
 
+def _ior(s: SessionMixin) -> None:
+    s["v"]["d"] |= {"o": 1}
+
+
+def _imul(s: SessionMixin) -> None:
+    s["v"]["list"] *= 2
+
+
 def _sort(s: SessionMixin) -> None:
     s["v"]["list"].sort(reverse=True)
 
@@ -43,6 +51,13 @@ CASES: list[tuple[str, Mutation, Any]] = [
     ("insert", lambda s: s["v"]["list"].insert(0, 0), {"list": [0, 1, 2, 3], "d": {"x": []}}),
     ("sort", _sort, {"list": [3, 2, 1], "d": {"x": []}}),
     ("remove", lambda s: s["v"]["list"].remove(2), {"list": [1, 3], "d": {"x": []}}),
+    ("|=", _ior, {"list": [1, 2, 3], "d": {"x": [], "o": 1}}),
+    ("*=", _imul, {"list": [1, 2, 3, 1, 2, 3], "d": {"x": []}}),
+    ("reverse", lambda s: s["v"]["list"].reverse(), {"list": [3, 2, 1], "d": {"x": []}}),
+    ("slice assignment", lambda s: s["v"]["list"].__setitem__(slice(0, 2), [7]),
+     {"list": [7, 3], "d": {"x": []}}),
+    ("del index", lambda s: s["v"]["list"].__delitem__(0), {"list": [2, 3], "d": {"x": []}}),
+    ("popitem", lambda s: s["v"]["d"].popitem(), {"list": [1, 2, 3], "d": {}}),
     ("depth 3", lambda s: s["v"]["d"]["x"].append({"deep": [1]}),
      {"list": [1, 2, 3], "d": {"x": [{"deep": [1]}]}}),
     ("depth 5", lambda s: s["v"]["d"]["x"].append({"a": {"b": [0]}}) or None,
