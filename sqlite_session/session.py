@@ -408,7 +408,14 @@ class PerKeySession(SessionMixin):
             assert self._sid is not None
             if changes.is_empty() and changes.move_to is None and not self.modified:
                 return self._refresh(now, refresh)
-            outcome = store.write(self._sid, changes)
+            try:
+                outcome = store.write(self._sid, changes)
+            except StorageBroken as exc:
+                # The file went bad after it was opened (damaged data pages are only met
+                # by the write): save what this request set into a fresh session rather
+                # than fail this and every later request carrying the same cookie.
+                self._lose_storage(f"writing failed ({exc})")
+                return self._create(self._changes(now))
             self._settled(outcome)
             if outcome is WriteOutcome.WRITTEN:
                 return SaveResult(self._sid, False, False, changes.expires_at)
@@ -422,10 +429,14 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, True, None)
             log.info("session %s expired during the request; starting a new one", self._sid)
             self._stale_cookie = True
+        return self._create(changes)
+
+    def _create(self, changes: Changes) -> SaveResult:
+        """Store this request's values as a new session file under a new id."""
         if not changes.upserts:
             return SaveResult(None, False, self._stale_cookie, None)
         sid = self._new_sid or new_session_id(self._settings.node)
-        store.create(sid, changes)
+        self._settings.store.create(sid, changes)
         self._sid, self._new_sid, self._state = sid, None, _State.BOUND
         self._settled(WriteOutcome.WRITTEN)
         return SaveResult(sid, True, False, changes.expires_at)

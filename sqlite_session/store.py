@@ -396,6 +396,8 @@ class SessionStore:
             except apsw.Error as exc:
                 if conn.system_errno == errno.ENOSPC:
                     raise SessionStorageFull(f"no space left for session file: {exc}") from exc
+                if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+                    raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
                 raise
             finally:
                 if timeout is not None:

@@ -34,6 +34,14 @@ def foreign_database(path: Path) -> None:
     conn.close()
 
 
+def scramble_data_pages(path: Path) -> None:
+    """Garbage over the data pages only: the header and the meta row stay readable."""
+    with path.open("r+b") as handle:
+        for page in range(4, path.stat().st_size // 1024):
+            handle.seek(page * 1024)
+            handle.write(b"\xa5" * 1024)
+
+
 def directory_in_place(path: Path) -> None:
     path.unlink()
     path.mkdir()
@@ -57,6 +65,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "random bytes": lambda p: p.write_bytes(os.urandom(8192)),
     "sqlite header then garbage": lambda p: p.write_bytes(b"SQLite format 3\0" + b"\xee" * 4000),
     "foreign sqlite database": foreign_database,
+    "data pages scrambled": scramble_data_pages,
     "no meta row": meta_rows(0),
     "two meta rows": meta_rows(2),
     "a directory": directory_in_place,
@@ -77,6 +86,12 @@ def routes(app: Flask) -> FlaskClient:
     @app.get("/write")
     def write() -> str:
         session["mine"] = session.get("k250", "new")
+        return ""
+
+    @app.get("/blind-write")
+    def blind_write() -> str:
+        session["k100"] = "overwritten without reading first"
+        session["blind"] = "yes"
         return ""
 
     return app.test_client()
@@ -108,6 +123,25 @@ def test_bad_file_gives_a_fresh_session_and_a_warning(
     assert new_sid != sid
     assert fresh.get("/read").text == "fresh new"
     assert fresh.get("/read").status_code == 200
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_a_write_without_a_read_to_a_bad_file_starts_a_fresh_session(
+    app: Flask, session_dir: Path, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = routes(app)
+    client.get("/fill")
+    sid = sid_of(client)
+    DAMAGE[case](session_path(session_dir, sid))
+    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    for _ in range(2):  # the same bad cookie again: no crash loop
+        other = app.test_client()
+        other.set_cookie("session", IdSigner(["test secret"]).sign(sid))
+        response = other.get("/blind-write")
+        assert response.status_code == 200
+        assert sid_of(other) != sid
+        assert other.get("/read").text == "fresh None"
+    assert any(r.name == "sqlite_session" for r in caplog.records)
 
 
 def test_bad_file_found_by_a_new_process(
