@@ -501,3 +501,21 @@ def test_session_lifetime_in_config(make_app: Callable[..., Flask]) -> None:
     assert expires is not None
     delta = expires - datetime.now(timezone.utc)
     assert timedelta(days=3) - timedelta(minutes=1) < delta <= timedelta(days=3)
+
+
+def test_test_client_session_transaction(app: Flask, session_dir: Path) -> None:
+    """Flask's testing helper opens and saves the session outside a request."""
+
+    @app.get("/")
+    def index() -> str:
+        return repr(session.get("user"))
+
+    client = app.test_client()
+    with client.session_transaction() as sess:
+        sess["user"] = "ann"
+    assert client.get("/").text == "'ann'"
+    with client.session_transaction() as sess:
+        assert sess["user"] == "ann"
+        sess["user"] = "bob"
+    assert client.get("/").text == "'bob'"
+    assert len(session_files(session_dir)) == 1
