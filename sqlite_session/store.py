@@ -81,7 +81,9 @@ CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT N
 """
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
-_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
+_CHECK_HEADER = (
+    "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
+)
 
 
 class OpenStatus(Enum):

@@ -103,7 +103,7 @@ def threaded_server(app: Flask) -> Iterator[str]:
 
 
 def cookie_of(response: requests.Response, name: str = "session") -> str | None:
-    """The value the response sets for cookie ``name`` ('' when it deletes it, None if untouched)."""
+    """The value a response sets for cookie ``name``: '' if it deletes it, None if untouched."""
     for header in response.raw.headers.getlist("Set-Cookie"):
         key, _, rest = header.partition("=")
         if key == name:
