@@ -18,6 +18,7 @@ from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, OpenStatus, SessionStore, SweepOutcome, WriteOutcome
 from sqlite_session.sweep import stats, sweep
 
+
 @pytest.fixture
 def store(session_dir: Path) -> SessionStore:
     session_dir.mkdir(mode=0o700)
@@ -37,7 +38,8 @@ def path_of(store: SessionStore, sid: str) -> Path:
 
 def test_removes_expired_and_keeps_live(store: SessionStore, session_dir: Path) -> None:
     live = {make_session(store, 3600) for _ in range(5)}
-    expired = {make_session(store, -5) for _ in range(4)}
+    for _ in range(4):
+        make_session(store, -5)
 
     report = sweep(session_dir)
 
