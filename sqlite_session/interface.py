@@ -20,6 +20,7 @@ from .ids import IdSigner, validate_node
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession, SessionSettings
 from .store import SessionStore
+from .sweep import BackgroundSweeper
 
 log = logging.getLogger("sqlite_session")
 
@@ -64,6 +65,11 @@ class SqliteSessionInterface(SessionInterface):
         Open SQLite connections kept per process (default 128).
     ``allow_unsafe_directory``
         Accept a directory owned by another user or writable by others (default False).
+    ``sweep_every``
+        Sweep expired sessions from inside the app, about once per this many seconds
+        (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
+        instead). A background thread per worker process, started at its first request;
+        at most one process sweeps the directory at a time. See :mod:`.sweep`.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class SqliteSessionInterface(SessionInterface):
         refresh_fraction: float = 0.1,
         connection_cache_size: int = 128,
         allow_unsafe_directory: bool = False,
+        sweep_every: float | None = None,
     ) -> None:
         self.path = os.path.abspath(os.fspath(path))
         _prepare_directory(self.path, allow_unsafe=allow_unsafe_directory)
@@ -105,6 +112,7 @@ class SqliteSessionInterface(SessionInterface):
             refresh_fraction=refresh_fraction,
         )
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
+        self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
 
     def _signer(self, app: Flask) -> IdSigner:
         keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
@@ -115,6 +123,8 @@ class SqliteSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> PerKeySession | None:
         """A lazy session: no cookie parsing, signature check or file access until used."""
+        if self.sweeper is not None:
+            self.sweeper.ensure_running()  # off the request's path: a background thread
         if not app.secret_key:
             return None  # Flask then uses its NullSession, which explains the missing key
 

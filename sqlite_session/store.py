@@ -107,6 +107,14 @@ class Meta(NamedTuple):
     seq: int
     nkeys: int
 
+    def removable(self, now: float) -> bool:
+        """True when the sweeper may remove the session at ``now``.
+
+        A live session or a MOVED tombstone is removable once its expiry has passed; a
+        GONE file (a removal interrupted between its commit and its unlink) always is.
+        """
+        return self.state not in (LIVE, MOVED) or self.expires_at <= now
+
 
 class Opened(NamedTuple):
     """Result of :meth:`SessionStore.open`: the status and, for a live session, its meta."""
@@ -150,6 +158,26 @@ class Changes:
 
 class StorageBroken(Exception):
     """A session file that is not ours, is damaged or became unreadable (internal)."""
+
+
+class StorageNewer(StorageBroken):
+    """A session file of ours in a newer format (written by a newer version during an upgrade).
+
+    Callers that merely read treat it like any unreadable file; the sweeper must leave it
+    alone rather than delete sessions a newer version of the app is still serving.
+    """
+
+
+class SweepOutcome(Enum):
+    """What :meth:`SessionStore.sweep_file` did with one session file."""
+
+    REMOVED = "removed"  # expired: tombstoned, committed and unlinked
+    EXPIRED = "expired"  # expired, but a dry run: left in place
+    LIVE = "live"  # not expired (or a MOVED tombstone still in its grace period): kept
+    BUSY = "busy"  # a request holds its lock: the session is in use, skipped
+    VANISHED = "vanished"  # removed by someone else before or while we looked
+    BROKEN = "broken"  # not a readable session file of ours: untouched, the caller decides
+    NEWER = "newer"  # a session file of a newer format: untouched
 
 
 class _Pooled(NamedTuple):
@@ -266,6 +294,9 @@ class SessionStore:
         try:
             self._configure(conn)
             header = conn.execute(_CHECK_HEADER).fetchall()
+            app_id, version = header[0] if header else (None, None)
+            if app_id == APPLICATION_ID and int(version or 0) > FORMAT_VERSION:
+                raise StorageNewer(f"session file of a newer format: {header}")
             if header != [(APPLICATION_ID, FORMAT_VERSION)]:
                 raise StorageBroken(f"not a session file of format {FORMAT_VERSION}: {header}")
         except BaseException:
@@ -459,6 +490,52 @@ class SessionStore:
         """Forget the pooled connections of a file that has just been unlinked."""
         self._pool.forget(self.path_for(sid))
 
+    # -- sweeping ------------------------------------------------------------------
+
+    def sweep_file(self, sid: str, now: float, *, dry_run: bool = False) -> SweepOutcome:
+        """Remove session ``sid`` if it has expired by ``now``, by the removal protocol.
+
+        The write lock is taken with ``busy_timeout`` (keep it short for a sweeper): a
+        session whose lock is held is being used by a request, which is about to refresh
+        or remove it, so it is skipped (:attr:`SweepOutcome.BUSY`) rather than waited
+        for. Under the lock the expiry is read again (the mtime the caller looked at is
+        only a hint), the file is tombstoned, committed and then unlinked. A dry run reads
+        the expiry without taking the lock and changes nothing. The file is opened
+        without following symlinks and without the connection pool (a sweep of a million
+        files must not evict the connections that requests use). Damaged or foreign
+        files are reported, never modified here.
+        """
+        path = self.path_for(sid)
+        try:
+            conn = self._open_connection(path)
+        except apsw.BusyError:
+            return SweepOutcome.BUSY
+        except apsw.CantOpenError:
+            return SweepOutcome.BROKEN if os.path.lexists(path) else SweepOutcome.VANISHED
+        except StorageNewer:
+            return SweepOutcome.NEWER
+        except (apsw.Error, StorageBroken):
+            return SweepOutcome.BROKEN
+        try:
+            if dry_run:
+                meta = _read_meta(conn)
+                return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.LIVE
+            conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self, sid, conn, _read_meta(conn))
+            if not tx.expire_if_due(now):
+                return SweepOutcome.LIVE
+            conn.execute("COMMIT")
+        except apsw.BusyError:
+            return SweepOutcome.BUSY
+        except (apsw.Error, StorageBroken):
+            return SweepOutcome.BROKEN
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(apsw.Error):
+                    conn.execute("ROLLBACK")
+            conn.close()
+        return SweepOutcome.REMOVED if tx.after_commit() else SweepOutcome.VANISHED
+
 
 class Transaction:
     """A session file under its write lock: read consistently, then apply one batch."""
@@ -558,9 +635,7 @@ class Transaction:
 
     def expire_if_due(self, now: float) -> bool:
         """Tombstone the session if its expiry has passed (the sweeper's check under lock)."""
-        if self.meta is None or (self.meta.state == LIVE and self.meta.expires_at > now):
-            return False
-        if self.meta.state == MOVED and self.meta.expires_at > now:
+        if self.meta is None or not self.meta.removable(now):
             return False
         assert self._conn is not None
         self._conn.execute("UPDATE meta SET state = ?", (GONE,))
@@ -599,17 +674,23 @@ class Transaction:
         )
         self._touch = tombstone_until
 
-    def after_commit(self) -> None:
-        """Mirror the new expiry into the mtime, or unlink a tombstoned file."""
+    def after_commit(self) -> bool:
+        """Mirror the new expiry into the mtime, or unlink a tombstoned file.
+
+        Returns True when this call unlinked the file (False also when someone else
+        removed it after our commit: then there is nothing left to do).
+        """
         path = self._store.path_for(self._sid)
         try:
             if self._unlink:
                 os.unlink(path)
                 self._store.remove(self._sid)
-            elif self._touch is not None:
+                return True
+            if self._touch is not None:
                 os.utime(path, (self._touch, self._touch), follow_symlinks=False)
         except FileNotFoundError:
-            pass  # removed by someone else after our commit: nothing left to do
+            pass
+        return False
 
 
 def _read_meta(conn: apsw.Connection) -> Meta:
