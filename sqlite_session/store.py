@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import apsw
 
@@ -81,8 +81,18 @@ CREATE TABLE meta(
 );
 CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
 """
+_UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
+# The first access of a request nearly always reads one key: reading it in the same
+# statement as the meta row takes one read transaction (lock, hot-journal check, unlock)
+# and one connection checkout instead of two. Measured on tmpfs with apsw 3.54: meta then
+# key 11 + 13 µs as two statements, 19 µs as this one; plus a saved checkout (lstat and
+# pool, ~7 µs). The LEFT JOIN keeps exactly one row per meta row.
+_READ_META_AND_KEY = (
+    "SELECT expires_at, state, permanent, seq, nkeys, value, version "
+    "FROM meta LEFT JOIN kv ON kv.key = ?"
+)
 _CHECK_HEADER = (
     "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 )
@@ -117,10 +127,15 @@ class Meta(NamedTuple):
 
 
 class Opened(NamedTuple):
-    """Result of :meth:`SessionStore.open`: the status and, for a live session, its meta."""
+    """Result of :meth:`SessionStore.open`: the status and, for a live session, its meta.
+
+    ``row`` is the value and version of the key passed to :meth:`SessionStore.open`
+    (None when the key is absent, or when no key was asked for or the session is not live).
+    """
 
     status: OpenStatus
     meta: Meta | None
+    row: tuple[bytes, int] | None = None
 
 
 class WriteOutcome(Enum):
@@ -346,18 +361,22 @@ class SessionStore:
 
     # -- reading -------------------------------------------------------------------
 
-    def open(self, sid: str) -> Opened:
-        """Look at session ``sid``: is it live, and if so its meta row.
+    def open(self, sid: str, key: str | None = None) -> Opened:
+        """Look at session ``sid``: is it live, and if so its meta row (and ``key``'s row).
 
         Damaged or foreign files are logged and reported as :attr:`OpenStatus.BROKEN`;
         they are left untouched for the sweeper.
         """
         path = self.path_for(sid)
+        row = None
         try:
             with self._connection(path) as conn:
                 if conn is None:
                     return Opened(OpenStatus.MISSING, None)
-                meta = _read_meta(conn)
+                if key is None:
+                    meta = _read_meta(conn)
+                else:
+                    meta, row = _read_meta_and_key(conn, key)
         except (StorageBroken, apsw.Error) as exc:
             log.warning("ignoring unreadable session file %s: %s", path, exc)
             return Opened(OpenStatus.BROKEN, None)
@@ -365,7 +384,7 @@ class SessionStore:
             return Opened(OpenStatus.MOVED, None)
         if meta.state != LIVE or meta.expires_at <= time.time():
             return Opened(OpenStatus.EXPIRED, None)
-        return Opened(OpenStatus.LIVE, meta)
+        return Opened(OpenStatus.LIVE, meta, row)
 
     def read(self, sid: str, key: str) -> tuple[bytes, int] | None:
         """The stored value and version of one key, or None if the key is absent."""
@@ -599,15 +618,14 @@ class Transaction:
             nkeys -= conn.changes()
         key = ""
         try:
+            # UPDATE first: most writes change a key that exists, which then takes one
+            # statement instead of INSERT OR IGNORE + UPDATE (0.9 vs 1.7 µs, timeit).
             for key, value in changes.upserts.items():
-                conn.execute("INSERT OR IGNORE INTO kv VALUES (?, ?, ?)", (key, value, seq))
-                if conn.changes():
+                conn.execute(_UPDATE_KEY, (value, seq, key))
+                if not conn.changes():
+                    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
                     nkeys += 1
                     _check_key_count(self._store.max_keys, nkeys, key)
-                else:
-                    conn.execute(
-                        "UPDATE kv SET value = ?, version = ? WHERE key = ?", (value, seq, key)
-                    )
         except apsw.FullError as exc:
             raise _full_error(conn, key) from exc
         if nkeys <= 0:
@@ -694,7 +712,18 @@ class Transaction:
 
 
 def _read_meta(conn: apsw.Connection) -> Meta:
-    rows = conn.execute(_READ_META).fetchall()
+    return _meta_of(conn.execute(_READ_META).fetchall())
+
+
+def _read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[bytes, int] | None]:
+    """The meta row and one key's value and version, in one statement."""
+    rows: list[Any] = conn.execute(_READ_META_AND_KEY, (key,)).fetchall()
+    meta = _meta_of([row[:5] for row in rows])
+    value, version = rows[0][5:]
+    return meta, (None if version is None else (value, int(version)))
+
+
+def _meta_of(rows: list[Any]) -> Meta:
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
