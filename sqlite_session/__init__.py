@@ -17,6 +17,7 @@ from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 
 __all__ = [
+    "PerKeySession",
     "PickleSerializer",
     "Serializer",
     "SessionConflictError",
@@ -25,7 +26,6 @@ __all__ = [
     "SessionLockTimeout",
     "SessionStorageFull",
     "SessionTooLarge",
-    "PerKeySession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
 ]

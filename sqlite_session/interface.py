@@ -18,7 +18,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from .errors import SessionDirectoryError
 from .ids import IdSigner, validate_node
 from .serializer import Serializer, TaggedJSONSerializer
-from .session import SessionSettings, PerKeySession
+from .session import PerKeySession, SessionSettings
 from .store import SessionStore
 
 log = logging.getLogger("sqlite_session")

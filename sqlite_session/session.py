@@ -101,7 +101,7 @@ class PerKeySession(SessionMixin):
     # -- identity ------------------------------------------------------------------
 
     @property
-    def sid(self) -> str | None:  # type: ignore[override]
+    def sid(self) -> str | None:
         """The session id; None for a new session before its first save.
 
         After :meth:`regenerate` this is already the new id.
@@ -358,7 +358,9 @@ class PerKeySession(SessionMixin):
             upserts[key] = encoded if encoded is not None else self._encode(key, value)
         expected = None
         if self._settings.strict:
-            expected = {k: v for k, v in self._versions.items() if k in upserts or k in self._deleted}
+            expected = {
+                k: v for k, v in self._versions.items() if k in upserts or k in self._deleted
+            }
         return Changes(
             upserts=upserts,
             deletes=set(self._deleted),
