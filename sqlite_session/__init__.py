@@ -2,6 +2,8 @@
 
     from sqlite_session import SqliteSessionInterface
     app.session_interface = SqliteSessionInterface("/dev/shm/myapp-sessions")
+
+or, configured from ``app.config["SQLITE_SESSION_*"]``, ``SqliteSession(app)``.
 """
 
 from .errors import (
@@ -12,6 +14,7 @@ from .errors import (
     SessionStorageFull,
     SessionTooLarge,
 )
+from .ext import SqliteSession
 from .interface import SqliteSessionInterface
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
@@ -26,6 +29,7 @@ __all__ = [
     "SessionLockTimeout",
     "SessionStorageFull",
     "SessionTooLarge",
+    "SqliteSession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
 ]

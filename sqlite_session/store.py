@@ -56,6 +56,10 @@ from .errors import SessionConflictError, SessionLockTimeout, SessionStorageFull
 
 log = logging.getLogger("sqlite_session")
 
+# apsw types every cell as a union of all SQLite values; the schema fixes each column's
+# type, so rows are handled as Any rather than narrowed cell by cell.
+Rows = list[tuple[Any, ...]]
+
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x53514C53  # "SQLS"
 PAGE_SIZE = 1024
@@ -394,13 +398,13 @@ class SessionStore:
     def version(self, sid: str, key: str) -> int | None:
         """The version of one key (the value is not read), or None if the key is absent."""
         rows = self._query(sid, "SELECT version FROM kv WHERE key = ?", (key,))
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+        return int(rows[0][0]) if rows else None
 
     def keys(self, sid: str) -> list[str]:
         """The session's keys (values are not read)."""
         return [row[0] for row in self._query(sid, "SELECT key FROM kv", ())]
 
-    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> Rows:
         path = self.path_for(sid)
         try:
             with self._connection(path) as conn:
@@ -583,19 +587,22 @@ class Transaction:
     def read(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+        rows: Rows = self._conn.execute(
+            "SELECT value, version FROM kv WHERE key = ?", (key,)
+        ).fetchall()
         return (rows[0][0], rows[0][1]) if rows else None
 
     def version(self, key: str) -> int | None:
         """One key's version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+        rows: Rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
         return int(rows[0][0]) if rows else None
 
     def keys(self) -> list[str]:
         """The session's keys, as of this transaction."""
         assert self._conn is not None
-        return [row[0] for row in self._conn.execute("SELECT key FROM kv").fetchall()]
+        rows: Rows = self._conn.execute("SELECT key FROM kv").fetchall()
+        return [row[0] for row in rows]
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
@@ -664,7 +671,9 @@ class Transaction:
         assert self._conn is not None and changes.expected is not None
         conflicts = []
         for key in [*changes.upserts, *changes.deletes]:
-            row = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+            row: Rows = self._conn.execute(
+                "SELECT version FROM kv WHERE key = ?", (key,)
+            ).fetchall()
             current = row[0][0] if row else None
             if key in changes.expected:
                 if current != changes.expected[key]:
@@ -677,7 +686,7 @@ class Transaction:
     def _move(self, changes: Changes, seq: int) -> None:
         """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here."""
         assert self._conn is not None and changes.move_to is not None
-        rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
+        rows: Rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
         copy = Changes(
             upserts={key: value for key, value in rows},
             permanent=changes.permanent,
@@ -737,8 +746,10 @@ def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
 
 def _full_error(conn: apsw.Connection, key: str) -> Exception:
     """Tell a session over its size limit from a filesystem that is full."""
-    limit = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
-    used = conn.execute("PRAGMA page_count").fetchall()[0][0]
+    rows: Rows = conn.execute(
+        "SELECT max_page_count, page_count FROM pragma_max_page_count, pragma_page_count"
+    ).fetchall()
+    limit, used = rows[0]
     if used >= limit - 1:
         return SessionTooLarge(
             key, f"session would exceed {limit * PAGE_SIZE} bytes when writing {key!r}"
