@@ -1,9 +1,9 @@
 """The deployment recipes under deploy/, run or checked as far as this machine allows.
 
 The gunicorn command line is exercised by test_nginx.py and test_browser.py (through
-servers.gunicorn). uWSGI is not a test dependency (it compiles C): its test runs where
-a ``uwsgi`` binary built for this Python is on PATH or named by $UWSGI, and skips with
-that reason elsewhere. The systemd unit is checked with ``systemd-analyze verify``.
+servers.gunicorn). uWSGI is in the ``dev`` extra, not ``test`` (it compiles C): its test runs where a
+``uwsgi`` binary built for this Python is next to it (CI installs ``.[dev]``), on PATH or
+named by $UWSGI, and skips with that reason elsewhere. The systemd unit is checked with ``systemd-analyze verify``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,11 @@ import requests
 from conftest import ROOT, session_files
 from servers import free_port, running
 
-UWSGI = os.environ.get("UWSGI") or shutil.which("uwsgi")
+UWSGI = (
+    os.environ.get("UWSGI")
+    or shutil.which("uwsgi", path=os.path.dirname(sys.executable))
+    or shutil.which("uwsgi")
+)
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 UNIT = ROOT / "deploy" / "systemd" / "sqlite-session-demo.service"
 
