@@ -60,24 +60,29 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         proc.wait(timeout=20)
 
 
+def seeded_cookie(base: str) -> dict[str, str]:
+    """The cookie of a new stored session."""
+    seeder = requests.Session()
+    seeder.get(f"{base}/seed", timeout=10)
+    return {"session": seeder.cookies["session"]}
+
+
 def test_concurrent_requests_across_worker_processes_lose_no_key(
     server: tuple[str, Path],
 ) -> None:
     base, _ = server
-    seeder = requests.Session()
-    seeder.get(f"{base}/seed", timeout=10)
-    cookie = seeder.cookies["session"]
+    cookie = seeded_cookie(base)
     keys = [f"k{i}" for i in range(12)]
 
     def write(key: str) -> str:
-        response = requests.get(f"{base}/write/{key}", cookies={"session": cookie}, timeout=20)
+        response = requests.get(f"{base}/write/{key}", cookies=cookie, timeout=20)
         assert response.status_code == 200
         return response.text
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         pids = set(pool.map(write, keys))
     assert len(pids) > 1  # served by more than one process
-    stored = requests.get(f"{base}/dump", cookies={"session": cookie}, timeout=10).json()
+    stored = requests.get(f"{base}/dump", cookies=cookie, timeout=10).json()
     assert stored == sorted(["seed", *keys])
 
 
@@ -85,9 +90,7 @@ def test_a_request_of_the_session_completes_while_another_is_in_progress(
     server: tuple[str, Path],
 ) -> None:
     base, flag = server
-    seeder = requests.Session()
-    seeder.get(f"{base}/seed", timeout=10)
-    cookie = {"session": seeder.cookies["session"]}
+    cookie = seeded_cookie(base)
     with ThreadPoolExecutor(max_workers=1) as pool:
         blocked = pool.submit(requests.get, f"{base}/block/a", cookies=cookie, timeout=30)
         inside = Path(str(flag) + ".inside")
