@@ -46,12 +46,12 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
+        for _ in range(300):  # up to ~30 s on a loaded machine
             try:
-                requests.get(f"{base}/dump", timeout=1)
+                requests.get(f"{base}/dump", timeout=5)
                 break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+            except requests.RequestException:  # not listening yet, or workers still booting
+                time.sleep(0.1)
         else:
             pytest.fail("gunicorn did not start")
         yield base, flag
