@@ -2,11 +2,12 @@
 
 File format
     ``<directory>/<session id>.session``, a SQLite database with page size 1024 (a small
-    session is 3 pages, which tmpfs rounds to one 4 KiB page), ``application_id``
+    session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
     :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
     ``meta`` (one row: expiry, state, permanent flag, change counter, key count) and
-    ``kv`` (one row per session key: encoded value and the change counter of its last
-    write). The expiry is also mirrored into the file's mtime after every commit, so the
+    ``kv`` (one row per session key: the change counter of its last write, then the
+    encoded value; the keys also sit in the primary key's index). The expiry is also
+    mirrored into the file's mtime after every commit, so the
     sweeper can skip a fresh session with a ``stat``; the mirror is only a hint (a crash
     between commit and ``utime`` leaves an mtime in the past, which merely makes the file
     a candidate that the sweeper opens and re-checks).
@@ -83,9 +84,15 @@ CREATE TABLE meta(
     seq INTEGER NOT NULL,
     nkeys INTEGER NOT NULL
 );
-CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
 """
 _UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
+# Columns are named: the row layout is (key, version, value). Keys live in the primary
+# key's index and the version precedes the value in the row, so finding a key, testing
+# it or listing keys never reads a value, and reading one value reads only that value
+# (a WITHOUT ROWID table compares whole overflowing rows while searching, which made a
+# lookup read the values of the keys it passed on the way).
+_INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
 # The first access of a request nearly always reads one key: reading it in the same
@@ -488,7 +495,7 @@ class SessionStore:
             key = ""
             try:
                 for key, value in changes.upserts.items():
-                    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
+                    conn.execute(_INSERT_KV, (key, value, seq))
             except apsw.FullError as exc:
                 raise _full_error(conn, key) from exc
             _check_key_count(self.max_keys, len(changes.upserts), key)
@@ -630,7 +637,7 @@ class Transaction:
             for key, value in changes.upserts.items():
                 conn.execute(_UPDATE_KEY, (value, seq, key))
                 if not conn.changes():
-                    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
+                    conn.execute(_INSERT_KV, (key, value, seq))
                     nkeys += 1
                     _check_key_count(self._store.max_keys, nkeys, key)
         except apsw.FullError as exc:

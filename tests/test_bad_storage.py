@@ -97,19 +97,26 @@ def routes(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.mark.parametrize("case", list(DAMAGE))
-def test_bad_file_gives_a_fresh_session_and_a_warning(
-    app: Flask, session_dir: Path, case: str, caplog: pytest.LogCaptureFixture
-) -> None:
+@pytest.fixture(params=list(DAMAGE))
+def damaged(
+    request: pytest.FixtureRequest, app: Flask, session_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[FlaskClient, str]:
+    """A stored session whose file was then damaged: a client and the session's id."""
     client = routes(app)
     client.get("/fill")
     sid = sid_of(client)
-    path = session_path(session_dir, sid)
-    DAMAGE[case](path)
+    DAMAGE[request.param](session_path(session_dir, sid))
+    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    return client, sid
+
+
+def test_bad_file_gives_a_fresh_session_and_a_warning(
+    app: Flask, damaged: tuple[FlaskClient, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, sid = damaged
     fresh = app.test_client()
     fresh.set_cookie("session", IdSigner(["test secret"]).sign(sid))
-
-    caplog.set_level(logging.WARNING, logger="sqlite_session")
     for _ in range(2):  # the same bad cookie again: still no error
         response = fresh.get("/read")
         assert response.status_code == 200
@@ -125,15 +132,10 @@ def test_bad_file_gives_a_fresh_session_and_a_warning(
     assert fresh.get("/read").status_code == 200
 
 
-@pytest.mark.parametrize("case", list(DAMAGE))
 def test_a_write_without_a_read_to_a_bad_file_starts_a_fresh_session(
-    app: Flask, session_dir: Path, case: str, caplog: pytest.LogCaptureFixture
+    app: Flask, damaged: tuple[FlaskClient, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = routes(app)
-    client.get("/fill")
-    sid = sid_of(client)
-    DAMAGE[case](session_path(session_dir, sid))
-    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    _, sid = damaged
     for _ in range(2):  # the same bad cookie again: no crash loop
         other = app.test_client()
         other.set_cookie("session", IdSigner(["test secret"]).sign(sid))
