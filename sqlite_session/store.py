@@ -280,6 +280,9 @@ class SessionStore:
         Raises :class:`StorageBroken` for anything at ``path`` that is not a readable
         session file of ours (a directory, a symlink, garbage, a foreign database). The
         file is never followed through a symlink and never modified in that case.
+        A file that stays locked past the busy timeout is not broken, only busy: that
+        raises :class:`SessionLockTimeout`, so a slow writer never makes a request
+        drop the user's session for a fresh one.
         """
         try:
             st = os.lstat(path)
@@ -296,11 +299,15 @@ class SessionStore:
             except apsw.CantOpenError:
                 yield None  # removed between the lstat and the open
                 return
+            except apsw.BusyError as exc:
+                raise _lock_timeout(path, self.busy_timeout) from exc
             except apsw.Error as exc:
                 raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
         reusable = True
         try:
             yield conn
+        except apsw.BusyError as exc:
+            raise _lock_timeout(path, self.busy_timeout) from exc
         except (apsw.Error, StorageBroken):
             reusable = False
             raise
@@ -328,7 +335,7 @@ class SessionStore:
                     return Opened(OpenStatus.MISSING, None)
                 meta = _read_meta(conn)
         except (StorageBroken, apsw.Error) as exc:
-            log.warning("ignoring unreadable session file %s: %s", path, exc)
+            log.warning("ignoring unreadable session file %s: %s", _short_id(path), exc)
             return Opened(OpenStatus.BROKEN, None)
         if meta.state == MOVED:
             return Opened(OpenStatus.MOVED, None)
@@ -383,10 +390,7 @@ class SessionStore:
                     conn.execute("BEGIN IMMEDIATE")
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
-                    log.warning("session %s: write lock not acquired in %g s", sid, waited)
-                    raise SessionLockTimeout(
-                        f"session lock not acquired within {waited:g} s"
-                    ) from exc
+                    raise _lock_timeout(path, waited) from exc
                 tx = Transaction(self, sid, conn, _read_meta(conn))
                 try:
                     yield tx
@@ -616,6 +620,17 @@ def _read_meta(conn: apsw.Connection) -> Meta:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
     return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
+
+
+def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
+    """The error for a session file that another process kept locked for too long."""
+    log.warning("session %s: lock not acquired within %g s", _short_id(path), waited)
+    return SessionLockTimeout(f"session lock not acquired within {waited:g} s")
+
+
+def _short_id(path: str) -> str:
+    """Enough of a session's id to find its file, too little to hijack it from a log."""
+    return os.path.basename(path)[:8] + "..."
 
 
 def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
