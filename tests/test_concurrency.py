@@ -20,10 +20,9 @@ import pytest
 import requests
 from conftest import session_files
 from flask import Flask, jsonify, session
-from servers import cookie_of, threaded_server
-from werkzeug.exceptions import InternalServerError
+from harness import cookie_of, handle_session_errors, threaded_server
 
-from sqlite_session import SessionConflictError, SessionError, SessionLockTimeout
+from sqlite_session import SessionConflictError, SessionLockTimeout
 
 WAIT = 10.0  # seconds a choreographed step may take before the test gives up
 
@@ -53,24 +52,6 @@ def lock_held(path: Path, begin: str) -> Iterator[None]:
         os.close(release_w)
         os.close(ready_r)
         os.waitpid(pid, 0)
-
-
-def handle_session_errors(app: Flask) -> None:
-    """The documented way to turn session errors into a response of the app's choice.
-
-    Errors raised in a view (``atomic()``) reach ``errorhandler(SessionError)``; errors
-    raised by the end-of-request save reach Flask's 500 handler, wrapped.
-    """
-
-    @app.errorhandler(SessionError)
-    def in_view(exc: SessionError) -> tuple[Any, int]:
-        return jsonify(error=type(exc).__name__, where="view"), 409
-
-    @app.errorhandler(InternalServerError)
-    def at_save(exc: InternalServerError) -> tuple[Any, int]:
-        original = exc.original_exception
-        name = type(original).__name__ if isinstance(original, SessionError) else "other"
-        return jsonify(error=name, where="save"), 409 if name != "other" else 500
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 from conftest import session_files
-from servers import cookie_of, gunicorn
+from harness import cookie_of, gunicorn
 
 CLIENTS = 200  # distinct browser sessions
 BURST = 8  # requests of one session sent at the same moment, each writing its own key

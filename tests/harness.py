@@ -1,7 +1,8 @@
-"""Real HTTP servers for the reliability tests: gunicorn in its own processes, or a
-threaded werkzeug server in this process when a test must choreograph two requests.
+"""Harness of the reliability tests: real HTTP servers and the app-side error handling.
 
-Both listen on 127.0.0.1 on a free port and are stopped by the test that started them.
+Servers: gunicorn in its own processes, or a threaded werkzeug server in this process
+when a test must choreograph two requests. Both listen on 127.0.0.1 on a free port and
+are stopped by the test that started them.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
-from flask import Flask
+from flask import Flask, jsonify
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import make_server
+
+from sqlite_session import SessionError
 
 TESTS = Path(__file__).resolve().parent
 SECRET_KEY = "reliability tests secret"
@@ -48,9 +53,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, limit: flo
 
 
 @contextmanager
-def gunicorn(
-    session_dir: Path, *, workers: int = 3, threads: int = 4, **env: str
-) -> Iterator[str]:
+def gunicorn(session_dir: Path, *, workers: int = 3, threads: int = 4, **env: str) -> Iterator[str]:
     """Run ``stress_app`` under gunicorn (gthread workers); yield its base URL.
 
     ``env`` reaches the app as environment variables (see :mod:`stress_app`). The
@@ -110,3 +113,21 @@ def cookie_of(response: requests.Response, name: str = "session") -> str | None:
             value = rest.split(";", 1)[0]
             return "" if "Max-Age=0" in header or "Expires=Thu, 01 Jan 1970" in header else value
     return None
+
+
+def handle_session_errors(app: Flask) -> None:
+    """The documented way to turn session errors into a response of the app's choice.
+
+    Errors raised in a view (``atomic()``) reach ``errorhandler(SessionError)``; errors
+    raised by the end-of-request save reach Flask's 500 handler, wrapped.
+    """
+
+    @app.errorhandler(SessionError)
+    def in_view(exc: SessionError) -> tuple[Any, int]:
+        return jsonify(error=type(exc).__name__, where="view"), 409
+
+    @app.errorhandler(InternalServerError)
+    def at_save(exc: InternalServerError) -> tuple[Any, int]:
+        original = exc.original_exception
+        name = type(original).__name__ if isinstance(original, SessionError) else "other"
+        return jsonify(error=name, where="save"), 409 if name != "other" else 500
