@@ -52,7 +52,13 @@ from typing import NamedTuple
 
 import apsw
 
-from .errors import SessionConflictError, SessionLockTimeout, SessionStorageFull, SessionTooLarge
+from .errors import (
+    SessionConflictError,
+    SessionError,
+    SessionLockTimeout,
+    SessionStorageFull,
+    SessionTooLarge,
+)
 
 log = logging.getLogger("sqlite_session")
 
@@ -400,10 +406,10 @@ class SessionStore:
                         conn.execute("ROLLBACK")
                     raise
             except apsw.FullError as exc:
-                raise _full_error(conn, "") from exc
+                raise self._full_error(path, None, "") from exc
             except apsw.Error as exc:
                 if conn.system_errno == errno.ENOSPC:
-                    raise SessionStorageFull(f"no space left for session file: {exc}") from exc
+                    raise self._full_error(path, None, "") from exc
                 raise
             finally:
                 if timeout is not None:
@@ -437,10 +443,10 @@ class SessionStore:
             try:
                 for key, value in changes.upserts.items():
                     conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
+                _check_key_count(self.max_keys, len(changes.upserts), key)
+                conn.execute("COMMIT")
             except apsw.FullError as exc:
-                raise _full_error(conn, key) from exc
-            _check_key_count(self.max_keys, len(changes.upserts), key)
-            conn.execute("COMMIT")
+                raise self._full_error(temp, changes, key) from exc
             conn.close()
             conn = None
             os.utime(temp, (changes.expires_at, changes.expires_at))
@@ -452,10 +458,33 @@ class SessionStore:
                 conn.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-            if no_space and not isinstance(exc, SessionStorageFull):
-                log.error("session storage is full: cannot create a session file")
-                raise SessionStorageFull(f"no space left for a new session: {exc}") from exc
+            if no_space and not isinstance(exc, SessionError):
+                raise self._full_error(temp, None, "") from exc
             raise
+
+    def _full_error(self, path: str, changes: Changes | None, key: str) -> SessionError:
+        """Tell a session over its size limit from a filesystem that is full.
+
+        SQLite reports both as ``SQLITE_FULL`` and rolls the whole transaction back,
+        so the filesystem is asked instead: if it still has room for everything the
+        failed write of ``key`` could have needed (the file and a journal as large, the
+        new values twice over), space was not the problem and the session's own page
+        limit (``max_session_bytes``) stopped it.
+        """
+        if changes is not None and key and self.max_session_bytes is not None:
+            with contextlib.suppress(OSError):
+                needed = 2 * os.lstat(path).st_size + 16 * PAGE_SIZE
+                needed += 2 * sum(len(value) for value in changes.upserts.values())
+                fs = os.statvfs(self.directory)
+                if fs.f_bavail * fs.f_frsize >= needed:
+                    return SessionTooLarge(
+                        key,
+                        f"session would exceed {self.max_session_bytes} bytes "
+                        f"when writing {key!r}",
+                    )
+        where = f" while writing {key!r}" if key else ""
+        log.error("session storage is full%s: the save was rolled back", where)
+        return SessionStorageFull(f"no space left on the session filesystem{where}")
 
     def remove(self, sid: str) -> None:
         """Forget the pooled connections of a file that has just been unlinked."""
@@ -534,7 +563,7 @@ class Transaction:
                         "UPDATE kv SET value = ?, version = ? WHERE key = ?", (value, seq, key)
                     )
         except apsw.FullError as exc:
-            raise _full_error(conn, key) from exc
+            raise self._store._full_error(self._store.path_for(self._sid), changes, key) from exc
         if nkeys <= 0:
             conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
             self._unlink = True
@@ -636,15 +665,3 @@ def _short_id(path: str) -> str:
 def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
     if max_keys is not None and nkeys > max_keys:
         raise SessionTooLarge(key, f"session would hold {nkeys} keys (limit {max_keys}) at {key!r}")
-
-
-def _full_error(conn: apsw.Connection, key: str) -> Exception:
-    """Tell a session over its size limit from a filesystem that is full."""
-    limit = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
-    used = conn.execute("PRAGMA page_count").fetchall()[0][0]
-    if used >= limit - 1:
-        return SessionTooLarge(
-            key, f"session would exceed {limit * PAGE_SIZE} bytes when writing {key!r}"
-        )
-    log.error("session storage is full while writing %r", key)
-    return SessionStorageFull(f"no space left on the session filesystem while writing {key!r}")
