@@ -434,13 +434,13 @@ class SessionStore:
             os.close(os.open(temp, flags, 0o600))
             conn = apsw.Connection(temp, flags=_OPEN_FLAGS)
             self._configure(conn)
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
-                (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
-            )
             key = ""
             try:
+                conn.execute(_SCHEMA)
+                conn.execute(
+                    "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
+                    (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
+                )
                 for key, value in changes.upserts.items():
                     conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
                 _check_key_count(self.max_keys, len(changes.upserts), key)
