@@ -53,7 +53,13 @@ from typing import Any, NamedTuple
 
 import apsw
 
-from .errors import SessionConflictError, SessionLockTimeout, SessionStorageFull, SessionTooLarge
+from .errors import (
+    SessionConflictError,
+    SessionError,
+    SessionLockTimeout,
+    SessionStorageFull,
+    SessionTooLarge,
+)
 
 log = logging.getLogger("sqlite_session")
 
@@ -337,6 +343,9 @@ class SessionStore:
         Raises :class:`StorageBroken` for anything at ``path`` that is not a readable
         session file of ours (a directory, a symlink, garbage, a foreign database). The
         file is never followed through a symlink and never modified in that case.
+        A file that stays locked past the busy timeout is not broken, only busy: that
+        raises :class:`SessionLockTimeout`, so a slow writer never makes a request
+        drop the user's session for a fresh one.
         """
         try:
             st = os.lstat(path)
@@ -353,11 +362,15 @@ class SessionStore:
             except apsw.CantOpenError:
                 yield None  # removed between the lstat and the open
                 return
+            except apsw.BusyError as exc:
+                raise _lock_timeout(path, self.busy_timeout) from exc
             except apsw.Error as exc:
                 raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
         reusable = True
         try:
             yield conn
+        except apsw.BusyError as exc:
+            raise _lock_timeout(path, self.busy_timeout) from exc
         except (apsw.Error, StorageBroken):
             reusable = False
             raise
@@ -389,7 +402,7 @@ class SessionStore:
                 else:
                     meta, row = _read_meta_and_key(conn, key)
         except (StorageBroken, apsw.Error) as exc:
-            log.warning("ignoring unreadable session file %s: %s", path, exc)
+            log.warning("ignoring unreadable session file %s: %s", _short_id(path), exc)
             return Opened(OpenStatus.BROKEN, None)
         if meta.state == MOVED:
             return Opened(OpenStatus.MOVED, None)
@@ -444,10 +457,7 @@ class SessionStore:
                     conn.execute("BEGIN IMMEDIATE")
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
-                    log.warning("session %s: write lock not acquired in %g s", sid, waited)
-                    raise SessionLockTimeout(
-                        f"session lock not acquired within {waited:g} s"
-                    ) from exc
+                    raise _lock_timeout(path, waited) from exc
                 tx = Transaction(self, sid, conn, _read_meta(conn))
                 try:
                     yield tx
@@ -457,10 +467,10 @@ class SessionStore:
                         conn.execute("ROLLBACK")
                     raise
             except apsw.FullError as exc:
-                raise _full_error(conn, "") from exc
+                raise self._full_error(path, None, "") from exc
             except apsw.Error as exc:
                 if conn.system_errno == errno.ENOSPC:
-                    raise SessionStorageFull(f"no space left for session file: {exc}") from exc
+                    raise self._full_error(path, None, "") from exc
                 if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
                     raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
                 raise
@@ -487,19 +497,19 @@ class SessionStore:
             os.close(os.open(temp, flags, 0o600))
             conn = apsw.Connection(temp, flags=_OPEN_FLAGS)
             self._configure(conn)
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
-                (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
-            )
             key = ""
             try:
+                conn.execute(_SCHEMA)
+                conn.execute(
+                    "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
+                    (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
+                )
                 for key, value in changes.upserts.items():
                     conn.execute(_INSERT_KV, (key, value, seq))
+                _check_key_count(self.max_keys, len(changes.upserts), key)
+                conn.execute("COMMIT")
             except apsw.FullError as exc:
-                raise _full_error(conn, key) from exc
-            _check_key_count(self.max_keys, len(changes.upserts), key)
-            conn.execute("COMMIT")
+                raise self._full_error(temp, changes, key) from exc
             conn.close()
             conn = None
             os.utime(temp, (changes.expires_at, changes.expires_at))
@@ -511,10 +521,33 @@ class SessionStore:
                 conn.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-            if no_space and not isinstance(exc, SessionStorageFull):
-                log.error("session storage is full: cannot create a session file")
-                raise SessionStorageFull(f"no space left for a new session: {exc}") from exc
+            if no_space and not isinstance(exc, SessionError):
+                raise self._full_error(temp, None, "") from exc
             raise
+
+    def _full_error(self, path: str, changes: Changes | None, key: str) -> SessionError:
+        """Tell a session over its size limit from a filesystem that is full.
+
+        SQLite reports both as ``SQLITE_FULL`` and rolls the whole transaction back,
+        so the filesystem is asked instead: if it still has room for everything the
+        failed write of ``key`` could have needed (the file and a journal as large, the
+        new values twice over), space was not the problem and the session's own page
+        limit (``max_session_bytes``) stopped it.
+        """
+        if changes is not None and key and self.max_session_bytes is not None:
+            with contextlib.suppress(OSError):
+                needed = 2 * os.lstat(path).st_size + 16 * PAGE_SIZE
+                needed += 2 * sum(len(value) for value in changes.upserts.values())
+                fs = os.statvfs(self.directory)
+                if fs.f_bavail * fs.f_frsize >= needed:
+                    return SessionTooLarge(
+                        key,
+                        f"session would exceed {self.max_session_bytes} bytes "
+                        f"when writing {key!r}",
+                    )
+        where = f" while writing {key!r}" if key else ""
+        log.error("session storage is full%s: the save was rolled back", where)
+        return SessionStorageFull(f"no space left on the session filesystem{where}")
 
     def remove(self, sid: str) -> None:
         """Forget the pooled connections of a file that has just been unlinked."""
@@ -641,7 +674,7 @@ class Transaction:
                     nkeys += 1
                     _check_key_count(self._store.max_keys, nkeys, key)
         except apsw.FullError as exc:
-            raise _full_error(conn, key) from exc
+            raise self._store._full_error(self._store.path_for(self._sid), changes, key) from exc
         if nkeys <= 0:
             conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
             self._unlink = True
@@ -746,20 +779,17 @@ def _meta_of(rows: list[Any]) -> Meta:
     return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
 
 
+def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
+    """The error for a session file that another process kept locked for too long."""
+    log.warning("session %s: lock not acquired within %g s", _short_id(path), waited)
+    return SessionLockTimeout(f"session lock not acquired within {waited:g} s")
+
+
+def _short_id(path: str) -> str:
+    """Enough of a session's id to find its file, too little to hijack it from a log."""
+    return os.path.basename(path)[:8] + "..."
+
+
 def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
     if max_keys is not None and nkeys > max_keys:
         raise SessionTooLarge(key, f"session would hold {nkeys} keys (limit {max_keys}) at {key!r}")
-
-
-def _full_error(conn: apsw.Connection, key: str) -> Exception:
-    """Tell a session over its size limit from a filesystem that is full."""
-    rows: Rows = conn.execute(
-        "SELECT max_page_count, page_count FROM pragma_max_page_count, pragma_page_count"
-    ).fetchall()
-    limit, used = rows[0]
-    if used >= limit - 1:
-        return SessionTooLarge(
-            key, f"session would exceed {limit * PAGE_SIZE} bytes when writing {key!r}"
-        )
-    log.error("session storage is full while writing %r", key)
-    return SessionStorageFull(f"no space left on the session filesystem while writing {key!r}")

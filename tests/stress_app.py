@@ -15,9 +15,9 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, session
 from flask.sessions import SessionMixin
-from werkzeug.exceptions import InternalServerError
+from harness import handle_session_errors
 
-from sqlite_session import SessionError, SqliteSessionInterface
+from sqlite_session import SqliteSessionInterface
 
 
 class TimedInterface(SqliteSessionInterface):
@@ -69,17 +69,5 @@ def create_app() -> Flask:
             session["n"] = session.get("n", 0) + 1
         return jsonify(waited=waited)
 
-    @app.errorhandler(SessionError)
-    def session_error(exc: SessionError) -> tuple[Any, int]:
-        """Errors raised inside a view (``atomic()``, a value over the limit)."""
-        return jsonify(error=type(exc).__name__, message=str(exc)), 409
-
-    @app.errorhandler(InternalServerError)
-    def save_error(exc: InternalServerError) -> tuple[Any, int]:
-        """Errors raised by the end-of-request save arrive here (see the README)."""
-        original = exc.original_exception
-        if isinstance(original, SessionError):
-            return jsonify(error=type(original).__name__, message=str(original)), 409
-        return jsonify(error="internal"), 500
-
+    handle_session_errors(app)
     return app

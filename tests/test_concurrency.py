@@ -1,157 +1,265 @@
-"""Item 5: concurrent requests of one session that change different keys all persist,
-across threads and across processes, and no lock is held across a request.
+"""Concurrent requests of one session: lock timeouts, strict mode, regenerate in flight.
 
-Each writer reads the session, then waits at a barrier until every other writer has
-read it too, and only then changes its own key: a whole-blob store would keep one
-writer's view and lose the rest.
+The lock tests hold a session's lock in another process; the strict and regenerate
+tests choreograph two real HTTP requests on a threaded server with events, so the
+interleaving they prove is the one that matters, every time.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import os
 import threading
-from collections.abc import Callable
-from multiprocessing.synchronize import Barrier as ProcessBarrier
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from core_helpers import cookie_value, sid_of, stored_rows
-from flask import Flask, session
+import apsw
+import pytest
+import requests
+from conftest import session_files
+from flask import Flask, jsonify, session
+from harness import cookie_of, handle_session_errors, threaded_server
 
-from sqlite_session import SqliteSessionInterface
+from sqlite_session import SessionConflictError, SessionLockTimeout
 
-SECRET = "concurrency secret"
-WRITERS = 4
-ROUNDS = 5
+WAIT = 10.0  # seconds a choreographed step may take before the test gives up
 
 
-def writer_app(session_dir: Path, barrier: threading.Barrier | ProcessBarrier) -> Flask:
-    """An app whose /write/<key> reads the session, meets the others, then writes."""
-    app = Flask(__name__)
-    app.config.update(SECRET_KEY=SECRET, TESTING=True)
-    app.session_interface = SqliteSessionInterface(session_dir)
+@contextmanager
+def lock_held(path: Path, begin: str) -> Iterator[None]:
+    """Another process holds ``path``'s lock (``BEGIN IMMEDIATE``/``EXCLUSIVE``) for the block."""
+    ready_r, ready_w = os.pipe()
+    release_r, release_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(release_w)  # or the read below would never see end-of-file
+            conn = apsw.Connection(str(path))
+            conn.execute(begin)
+            os.write(ready_w, b"1")
+            os.read(release_r, 1)  # returns when the parent closes its end
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(release_r)
+    try:
+        assert os.read(ready_r, 1) == b"1", "the lock holder failed"
+        yield
+    finally:
+        os.close(release_w)
+        os.close(ready_r)
+        os.waitpid(pid, 0)
 
-    @app.get("/seed")
-    def seed() -> str:
-        session["seed"] = 0
-        return ""
 
-    @app.get("/write/<key>")
-    def write(key: str) -> str:
-        seen = len(session)  # everyone reads the same state first
-        barrier.wait(timeout=20)
-        session[key] = seen
-        session.setdefault("log", []).append(key)  # and all touch one shared key too
-        return ""
+@pytest.fixture
+def lock_app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app(lock_timeout=0.3)
+    app.config["TESTING"] = False  # let errors reach the error handlers as in production
+    handle_session_errors(app)
+
+    @app.post("/set/<value>")
+    def set_(value: str) -> str:
+        session["x"] = value
+        return "ok"
+
+    @app.post("/atomic/<value>")
+    def atomic(value: str) -> str:
+        with session.atomic():
+            session["x"] = value
+        return "ok"
+
+    @app.get("/get")
+    def get() -> Any:
+        return jsonify(x=session.get("x"))
 
     return app
 
 
-def seed_session(session_dir: Path) -> str:
-    client = writer_app(session_dir, threading.Barrier(1)).test_client()
-    client.get("/seed")
-    cookie = cookie_value(client)
+def first_session(app: Flask) -> tuple[Any, Path]:
+    """A test client holding a saved session with x='old', and that session's file."""
+    client = app.test_client()
+    client.post("/set/old")
+    (name,) = session_files(Path(app.session_interface.path))  # type: ignore[attr-defined]
+    return client, Path(app.session_interface.path) / name  # type: ignore[attr-defined]
+
+
+def test_lock_timeout_in_atomic_and_at_save(lock_app: Flask) -> None:
+    client, path = first_session(lock_app)
+    with lock_held(path, "BEGIN IMMEDIATE"):
+        in_view = client.post("/atomic/new")
+        at_save = client.post("/set/new")
+        assert client.get("/get").json == {"x": "old"}  # readers are not blocked
+    assert (in_view.status_code, in_view.json) == (
+        409,
+        {"error": SessionLockTimeout.__name__, "where": "view"},
+    )
+    assert (at_save.status_code, at_save.json) == (
+        409,
+        {"error": SessionLockTimeout.__name__, "where": "save"},
+    )
+    assert "Set-Cookie" not in in_view.headers
+    assert client.get("/get").json == {"x": "old"}  # nothing was written
+    assert client.post("/atomic/after").status_code == 200  # the lock is free again
+    assert client.get("/get").json == {"x": "after"}
+
+
+def test_a_locked_session_is_not_mistaken_for_a_broken_one(lock_app: Flask) -> None:
+    """A reader that times out waiting must not start a fresh session over the user's."""
+    client, path = first_session(lock_app)
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    with lock_held(path, "BEGIN EXCLUSIVE"):
+        response = client.get("/get")
+    assert response.status_code == 409
+    assert response.json == {"error": SessionLockTimeout.__name__, "where": "view"}
+    assert "Set-Cookie" not in response.headers
+    assert session_files(path.parent) == [path.name]
+    assert client.get("/get").json == {"x": "old"}
+
+
+class Choreography:
+    """Two requests of one session on a real threaded server, interleaved by events."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.first_read = threading.Event()
+        self.second_done = threading.Event()
+        self.pool = ThreadPoolExecutor(2)
+
+    def pause(self) -> None:
+        """Called by the first request's view after it read: wait for the second one."""
+        self.first_read.set()
+        assert self.second_done.wait(WAIT)
+
+    def run(
+        self, base: str, first: str, second: str, cookie: str
+    ) -> tuple[requests.Response, requests.Response]:
+        headers = {"Cookie": f"session={cookie}"}
+        pending: Future[requests.Response] = self.pool.submit(
+            requests.post, f"{base}{first}", headers=headers, timeout=WAIT
+        )
+        assert self.first_read.wait(WAIT)
+        try:
+            done = requests.post(f"{base}{second}", headers=headers, timeout=WAIT)
+        finally:
+            self.second_done.set()
+        return pending.result(), done
+
+
+def strict_app(make_app: Callable[..., Flask], strict: bool) -> tuple[Flask, Choreography]:
+    app = make_app(strict=strict)
+    app.config["TESTING"] = False
+    handle_session_errors(app)
+    steps = Choreography(app)
+
+    @app.post("/start")
+    def start() -> str:
+        session["x"] = session["y"] = "start"
+        return "ok"
+
+    @app.post("/slow/<key>")
+    def slow(key: str) -> str:
+        session[key] = session[key] + "+slow"  # read, wait for the other request, write
+        steps.pause()
+        return "ok"
+
+    @app.post("/fast/<key>")
+    def fast(key: str) -> str:
+        session[key] = "fast"
+        return "ok"
+
+    @app.get("/get")
+    def get() -> Any:
+        return jsonify(dict(session))
+
+    return app, steps
+
+
+def start_session(base: str) -> str:
+    cookie = cookie_of(requests.post(f"{base}/start", timeout=WAIT))
     assert cookie
     return cookie
 
 
-def run_writer(session_dir: Path, cookie: str, name: str, barrier: ProcessBarrier) -> None:
-    """One process: its own app on the same directory, the same signed cookie."""
-    client = writer_app(session_dir, barrier).test_client()
-    client.set_cookie("session", cookie)
-    for round_ in range(ROUNDS):
-        response = client.get(f"/write/{name}-{round_}")
-        if response.status_code != 200:
-            raise SystemExit(f"{name}: unexpected response {response.status_code}")
+def dump(base: str, cookie: str) -> Any:
+    return requests.get(f"{base}/get", headers={"Cookie": f"session={cookie}"}, timeout=WAIT).json()
 
 
-def expected_keys() -> set[str]:
-    return {f"w{n}-{r}" for n in range(WRITERS) for r in range(ROUNDS)} | {"seed", "log"}
+@pytest.mark.parametrize("strict", [True, False])
+def test_strict_mode_turns_a_lost_update_into_a_conflict(
+    make_app: Callable[..., Flask], strict: bool
+) -> None:
+    app, steps = strict_app(make_app, strict)
+    with threaded_server(app) as base:
+        cookie = start_session(base)
+        slow, fast = steps.run(base, "/slow/x", "/fast/x", cookie)
+        assert fast.status_code == 200
+        if strict:
+            assert slow.status_code == 409
+            assert slow.json() == {"error": SessionConflictError.__name__, "where": "save"}
+            assert dump(base, cookie) == {"x": "fast", "y": "start"}
+        else:  # the control: without strict mode the slow request silently wins
+            assert slow.status_code == 200
+            assert dump(base, cookie) == {"x": "start+slow", "y": "start"}
 
 
-def test_processes_writing_different_keys_lose_nothing(session_dir: Path) -> None:
-    cookie = seed_session(session_dir)
-    ctx = multiprocessing.get_context("fork")
-    barrier = ctx.Barrier(WRITERS)
-    procs = [
-        ctx.Process(target=run_writer, args=(session_dir, cookie, f"w{n}", barrier))
-        for n in range(WRITERS)
-    ]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(timeout=60)
-    assert [proc.exitcode for proc in procs] == [0] * WRITERS
-    rows = stored_rows(session_dir, cookie.rpartition(".")[0])
-    assert set(rows) == expected_keys()
+def test_strict_mode_allows_different_keys(make_app: Callable[..., Flask]) -> None:
+    app, steps = strict_app(make_app, strict=True)
+    with threaded_server(app) as base:
+        cookie = start_session(base)
+        slow, fast = steps.run(base, "/slow/y", "/fast/x", cookie)
+        assert (slow.status_code, fast.status_code) == (200, 200)
+        assert dump(base, cookie) == {"x": "fast", "y": "start+slow"}
 
 
-def test_threads_writing_different_keys_lose_nothing(session_dir: Path) -> None:
-    cookie = seed_session(session_dir)
-    barrier = threading.Barrier(WRITERS)
-    app = writer_app(session_dir, barrier)
-    errors: list[BaseException] = []
-
-    def run(name: str) -> None:
-        try:
-            client = app.test_client()
-            client.set_cookie("session", cookie)
-            for round_ in range(ROUNDS):
-                assert client.get(f"/write/{name}-{round_}").status_code == 200
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-            barrier.abort()
-
-    threads = [threading.Thread(target=run, args=(f"w{n}",)) for n in range(WRITERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert errors == []
-    assert set(stored_rows(session_dir, cookie.rpartition(".")[0])) == expected_keys()
-
-
-def test_two_requests_of_one_session_run_at_the_same_time(
+def test_regenerate_while_an_old_id_request_is_in_flight(
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
     app = make_app()
-    inside = threading.Event()
-    release = threading.Event()
+    steps = Choreography(app)
 
-    @app.get("/seed")
-    def seed() -> str:
-        session["seed"] = 1
-        return ""
+    @app.post("/start")
+    def start() -> str:
+        session["cart"] = ["apple"]
+        return "ok"
 
-    @app.get("/slow")
+    @app.post("/slow")
     def slow() -> str:
-        session["slow"] = session["seed"] + 1  # has read and written before blocking
-        inside.set()
-        assert release.wait(timeout=20)
-        return ""
+        session["cart"].append("late")  # read with the old id; written after the login
+        steps.pause()
+        session["late"] = True
+        return "ok"
 
-    @app.get("/fast")
-    def fast() -> str:
-        session["fast"] = session["seed"] + 2
-        return ""
+    @app.post("/login")
+    def login() -> str:
+        session.regenerate()
+        session["user"] = "alice"
+        return "ok"
 
-    first = app.test_client()
-    first.get("/seed")
-    cookie = cookie_value(first)
-    assert cookie
-    outcome: list[int] = []
-    blocked = threading.Thread(target=lambda: outcome.append(first.get("/slow").status_code))
-    blocked.start()
-    try:
-        assert inside.wait(timeout=20)
-        second = app.test_client()
-        second.set_cookie("session", cookie)
-        # completes while the first request of the same session is still in its view
-        assert second.get("/fast").status_code == 200
-        assert not release.is_set() and blocked.is_alive()
-        assert set(stored_rows(session_dir, sid_of(second))) == {"seed", "fast"}
-    finally:
-        release.set()
-        blocked.join(timeout=20)
-    assert outcome == [200]
-    rows = stored_rows(session_dir, sid_of(first))
-    assert rows == {"seed": b"1", "slow": b"2", "fast": b"3"}
+    @app.post("/write")
+    def write() -> str:
+        session["late"] = True
+        return "ok"
+
+    @app.get("/get")
+    def get() -> Any:
+        return jsonify(dict(session))
+
+    with threaded_server(app) as base:
+        old = start_session(base)
+        slow, login = steps.run(base, "/slow", "/login", old)
+        new = cookie_of(login)
+        assert new and new != old
+        assert slow.status_code == 200
+        assert cookie_of(slow) is None  # the in-flight request must not undo the login
+        assert dump(base, new) == {"cart": ["apple"], "user": "alice"}
+        # The old id is a tombstone: it serves nothing, takes no writes, gets no new file.
+        assert dump(base, old) == {}
+        late = requests.post(f"{base}/write", headers={"Cookie": f"session={old}"}, timeout=WAIT)
+        assert (late.status_code, cookie_of(late)) == (200, None)
+        assert dump(base, old) == {}
+    files = {f"{cookie.rpartition('.')[0]}.session" for cookie in (old, new)}
+    assert set(session_files(session_dir)) == files  # the tombstone and the new session
