@@ -143,7 +143,11 @@ class _Sweep:
             report.foreign += 1
             self.event("foreign (not a regular file)", name)
         elif name.endswith(SUFFIX) and not name.startswith("."):
-            self.session(name, st)
+            try:
+                self.session(name, st)
+            except OSError as exc:  # e.g. unlink refused: the next sweep retries
+                report.errors += 1
+                self.event(f"error: {exc}", name)
         elif _TEMP_RE.fullmatch(name):
             if self.garbage(name, st, "stale temporary file"):
                 report.temp_removed += 1
@@ -410,8 +414,8 @@ class BackgroundSweeper:
     def sweep_once(self) -> SweepReport | None:
         """Sweep now unless another process is sweeping or did less than ``interval`` ago."""
         with sweep_lock(self.directory) as lock:
-            if lock is None or time.time() - lock.last_sweep < self.interval:
-                return None
+            if lock is None or 0 <= time.time() - lock.last_sweep < self.interval:
+                return None  # (a last sweep "in the future" means the clock went back)
             report = sweep(self.directory, grace=self.grace, lock_timeout=self.lock_timeout)
             lock.record_sweep(time.time())
         log.info("sweep of %s: %s", self.directory, report.summary())

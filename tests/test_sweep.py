@@ -308,28 +308,30 @@ def test_files_vanishing_mid_sweep(store: SessionStore, session_dir: Path) -> No
     assert store.sweep_file(sids[0], time.time()) is SweepOutcome.VANISHED
 
 
-SWEEP_ONCE = """
-import json, sys
+SWEEP_AT = """
+import json, sys, time
 from sqlite_session.sweep import sweep
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 print(json.dumps(vars(sweep(sys.argv[1], lock_timeout=0.05))))
 """
 
 
 def test_two_sweepers_at_once(store: SessionStore, session_dir: Path) -> None:
     live = {make_session(store, 3600) for _ in range(200)}
-    for _ in range(300):
+    for _ in range(1000):
         make_session(store, -5)
+    start = str(time.time() + 2)  # both start at the same moment, after their imports
 
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", SWEEP_ONCE, str(session_dir)], stdout=subprocess.PIPE
+            [sys.executable, "-c", SWEEP_AT, str(session_dir), start], stdout=subprocess.PIPE
         )
         for _ in range(2)
     ]
     reports = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
 
     assert all(p.returncode == 0 for p in procs)
-    assert sum(r["removed"] for r in reports) == 300
+    assert sum(r["removed"] for r in reports) == 1000
     assert all(r["errors"] == r["broken"] == 0 for r in reports)
     assert set(session_files(session_dir)) == {sid + ".session" for sid in live}
 
