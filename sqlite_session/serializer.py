@@ -12,6 +12,7 @@ when passed explicitly.
 
 from __future__ import annotations
 
+import json
 import pickle
 from typing import Any, Protocol
 
@@ -30,6 +31,13 @@ class Serializer(Protocol):
         ...
 
 
+# Values of these exact types carry no tag in Flask's tagged JSON: they are plain JSON,
+# and the standard library encodes and decodes them byte for byte the same way. Going
+# through Flask's tagger (every tag's check, then the app's JSON provider) costs 6-9 µs
+# per value, json.dumps 0.2-2 µs; most session values are such scalars.
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
 class TaggedJSONSerializer:
     """Flask's tagged JSON, the types its cookie session supports (the default)."""
 
@@ -37,13 +45,18 @@ class TaggedJSONSerializer:
         self._tagged = _FlaskTaggedJSON()
 
     def dumps(self, value: Any) -> bytes:
+        if type(value) in _PLAIN_TYPES:
+            return json.dumps(value).encode("utf-8")
         try:
             return self._tagged.dumps(value).encode("utf-8")
         except ValueError as exc:  # e.g. a circular reference
             raise TypeError(str(exc)) from exc
 
     def loads(self, data: bytes) -> Any:
-        return self._tagged.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if "{" not in text:  # tags are JSON objects: without one there is nothing to undo
+            return json.loads(text)
+        return self._tagged.loads(text)
 
 
 class PickleSerializer:
