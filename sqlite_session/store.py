@@ -101,7 +101,6 @@ _UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 _INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
-_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction (lock, hot-journal check, unlock)

@@ -17,7 +17,11 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
 from servers import free_port, gunicorn
+
+PAGE_TIMEOUT = 30  # seconds a page may take to load on a loaded machine
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -74,9 +78,22 @@ def cart(driver: WebDriver) -> list[str]:
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#cart li")]
 
 
+def click_and_wait(driver: WebDriver, button: str) -> None:
+    """Click a form button and wait for the page it leads to (after the redirect).
+
+    ``click()`` returns before the navigation ends; on a loaded machine the next lookup
+    would otherwise meet the page being unloaded.
+    """
+    old_page = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.ID, button).click()
+    wait = WebDriverWait(driver, PAGE_TIMEOUT)
+    wait.until(expected_conditions.staleness_of(old_page))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def submit(driver: WebDriver, field: str, value: str, button: str) -> None:
     driver.find_element(By.ID, field).send_keys(value)
-    driver.find_element(By.ID, button).click()
+    click_and_wait(driver, button)
 
 
 def session_cookie(driver: WebDriver) -> str | None:
@@ -114,7 +131,7 @@ def test_demo_flow_in_chromium(browser: WebDriver, demo_url: str, tmp_path: Path
     assert driver.find_elements(By.ID, "flash") == []
     assert text(driver, "user") == "Logged in as Alice"
 
-    driver.find_element(By.ID, "logout").click()
+    click_and_wait(driver, "logout")
     assert text(driver, "flash") == "You are logged out."
     assert driver.find_elements(By.ID, "user") == []
     assert cart(driver) == ["(empty)"]

@@ -131,6 +131,12 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
     assert any(t.name == THREAD_NAME for t in threading.enumerate())
     interface = sweeping_app.session_interface
     assert isinstance(interface, SqliteSessionInterface)
+    assert interface.sweeper is not None
+    # Fork from a process whose sweeper is idle, as gunicorn's arbiter is (it serves no
+    # request, so it never starts one): a fork in the middle of a sweep could hand the
+    # child SQLite's process-wide mutex held by a thread that does not exist there.
+    interface.sweeper.stop()
+    assert wait_for(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()))
 
     pid = os.fork()
     if pid == 0:  # the worker
