@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+from typing import Any
 
 from flask import Flask, flash, redirect, render_template_string, request, session, url_for
 from werkzeug.wrappers import Response
@@ -44,11 +45,17 @@ def default_session_dir() -> str:
     return os.path.join(base, "sqlite-session-demo")
 
 
-def create_app(session_dir: str | None = None, secret_key: str | None = None) -> Flask:
-    """The demo application, its sessions stored under ``session_dir``."""
+def create_app(
+    session_dir: str | None = None, secret_key: str | None = None, **options: Any
+) -> Flask:
+    """The demo application, its sessions stored under ``session_dir``.
+
+    ``options`` go to :class:`SqliteSessionInterface` (the deployment recipes pass
+    ``node=`` to run several instances behind a load balancer).
+    """
     app = Flask(__name__)
     app.secret_key = secret_key or os.environ.get("SECRET_KEY") or secrets.token_hex(32)
-    app.session_interface = SqliteSessionInterface(session_dir or default_session_dir())
+    app.session_interface = SqliteSessionInterface(session_dir or default_session_dir(), **options)
 
     @app.get("/")
     def index() -> str:

@@ -2,6 +2,8 @@
 
     from sqlite_session import SqliteSessionInterface
     app.session_interface = SqliteSessionInterface("/dev/shm/myapp-sessions")
+
+or, configured from ``app.config["SQLITE_SESSION_*"]``, ``SqliteSession(app)``.
 """
 
 from .errors import (
@@ -12,11 +14,13 @@ from .errors import (
     SessionStorageFull,
     SessionTooLarge,
 )
+from .ext import SqliteSession
 from .interface import SqliteSessionInterface
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 
 __all__ = [
+    "PerKeySession",
     "PickleSerializer",
     "Serializer",
     "SessionConflictError",
@@ -25,7 +29,7 @@ __all__ = [
     "SessionLockTimeout",
     "SessionStorageFull",
     "SessionTooLarge",
-    "PerKeySession",
+    "SqliteSession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
 ]

@@ -18,8 +18,9 @@ from flask.sessions import SessionInterface, SessionMixin
 from .errors import SessionDirectoryError
 from .ids import IdSigner, validate_node
 from .serializer import Serializer, TaggedJSONSerializer
-from .session import SessionSettings, PerKeySession
+from .session import PerKeySession, SessionSettings
 from .store import SessionStore
+from .sweep import BackgroundSweeper
 
 log = logging.getLogger("sqlite_session")
 
@@ -64,6 +65,11 @@ class SqliteSessionInterface(SessionInterface):
         Open SQLite connections kept per process (default 128).
     ``allow_unsafe_directory``
         Accept a directory owned by another user or writable by others (default False).
+    ``sweep_every``
+        Sweep expired sessions from inside the app, about once per this many seconds
+        (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
+        instead). A background thread per worker process, started at its first request;
+        at most one process sweeps the directory at a time. See :mod:`.sweep`.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class SqliteSessionInterface(SessionInterface):
         refresh_fraction: float = 0.1,
         connection_cache_size: int = 128,
         allow_unsafe_directory: bool = False,
+        sweep_every: float | None = None,
     ) -> None:
         self.path = os.path.abspath(os.fspath(path))
         _prepare_directory(self.path, allow_unsafe=allow_unsafe_directory)
@@ -105,6 +112,7 @@ class SqliteSessionInterface(SessionInterface):
             refresh_fraction=refresh_fraction,
         )
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
+        self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
 
     def _signer(self, app: Flask) -> IdSigner:
         keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
@@ -115,6 +123,8 @@ class SqliteSessionInterface(SessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> PerKeySession | None:
         """A lazy session: no cookie parsing, signature check or file access until used."""
+        if self.sweeper is not None:
+            self.sweeper.ensure_running()  # off the request's path: a background thread
         if not app.secret_key:
             return None  # Flask then uses its NullSession, which explains the missing key
 
@@ -138,24 +148,21 @@ class SqliteSessionInterface(SessionInterface):
         if response.status_code >= 500 and not self.save_on_error:
             return
         refresh_each = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
-        signer = self._signer(app)  # before writing: a bad key must not leave an orphan file
-        result = session.save(refresh=refresh_each)
+        # Everything that can refuse the cookie is checked before writing: a bad key or
+        # SameSite value must not leave a file whose id no client will ever hold.
+        signer = self._signer(app)
         name = self.get_cookie_name(app)
-        domain = self.get_cookie_domain(app)
-        path = self.get_cookie_path(app)
-        secure = self.get_cookie_secure(app)
-        partitioned = self.get_cookie_partitioned(app)
-        samesite = self.get_cookie_samesite(app)
+        attributes: dict[str, Any] = {
+            "domain": self.get_cookie_domain(app),
+            "path": self.get_cookie_path(app),
+            "secure": self.get_cookie_secure(app),
+            "partitioned": self.get_cookie_partitioned(app),
+            "samesite": _checked_samesite(self.get_cookie_samesite(app)),
+            "httponly": self.get_cookie_httponly(app),
+        }
+        result = session.save(refresh=refresh_each)
         if result.remove_cookie:
-            response.delete_cookie(
-                name,
-                domain=domain,
-                path=path,
-                secure=secure,
-                partitioned=partitioned,
-                samesite=samesite,
-                httponly=self.get_cookie_httponly(app),
-            )
+            response.delete_cookie(name, **attributes)
             response.vary.add("Cookie")
             return
         if result.sid is None:
@@ -165,18 +172,17 @@ class SqliteSessionInterface(SessionInterface):
             expires = None
             if permanent and result.expires_at is not None:
                 expires = datetime.fromtimestamp(result.expires_at, tz=timezone.utc)
-            response.set_cookie(
-                name,
-                signer.sign(result.sid),
-                expires=expires,
-                httponly=self.get_cookie_httponly(app),
-                domain=domain,
-                path=path,
-                secure=secure,
-                partitioned=partitioned,
-                samesite=samesite,
-            )
+            response.set_cookie(name, signer.sign(result.sid), expires=expires, **attributes)
             response.vary.add("Cookie")
+
+
+def _checked_samesite(value: str | None) -> str | None:
+    """``SESSION_COOKIE_SAMESITE`` as Werkzeug will accept it, or ValueError now."""
+    if value is not None and value.title() not in ("Strict", "Lax", "None"):
+        raise ValueError(
+            f"SESSION_COOKIE_SAMESITE must be 'Strict', 'Lax' or 'None', not {value!r}"
+        )
+    return value
 
 
 def _prepare_directory(path: str, *, allow_unsafe: bool) -> None:

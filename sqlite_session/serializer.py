@@ -69,4 +69,4 @@ class PickleSerializer:
             raise TypeError(str(exc)) from exc
 
     def loads(self, data: bytes) -> Any:
-        return pickle.loads(data)  # noqa: S301 - the user opted in, see the class docstring
+        return pickle.loads(data)  # the user opted in: see the class docstring

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -128,7 +128,7 @@ class PerKeySession(SessionMixin):
     # -- identity ------------------------------------------------------------------
 
     @property
-    def sid(self) -> str | None:  # type: ignore[override]
+    def sid(self) -> str | None:
         """The session id; None for a new session before its first save.
 
         After :meth:`regenerate` this is already the new id.
@@ -285,6 +285,20 @@ class PerKeySession(SessionMixin):
     def __len__(self) -> int:
         return len(self._key_list())
 
+    # The views are lazy: without these, ``session.keys()`` would read nothing yet and
+    # leave the session unmarked, and a response built from it would lack Vary: Cookie.
+    def keys(self) -> KeysView[str]:
+        self.accessed = True
+        return super().keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        self.accessed = True
+        return super().items()
+
+    def values(self) -> ValuesView[Any]:
+        self.accessed = True
+        return super().values()
+
     # -- writing -------------------------------------------------------------------
 
     def _encode(self, key: str, value: Any) -> bytes:
@@ -396,7 +410,8 @@ class PerKeySession(SessionMixin):
             upserts[key] = encoded if encoded is not None else self._encode(key, value)
         expected = None
         if self._settings.strict:
-            expected = {k: v for k, v in self._versions.items() if k in upserts or k in self._deleted}
+            written = upserts.keys() | self._deleted
+            expected = {k: v for k, v in self._versions.items() if k in written}
         return Changes(
             upserts=upserts,
             deletes=set(self._deleted),
@@ -437,7 +452,14 @@ class PerKeySession(SessionMixin):
         changes = self._changes(now)
         if self._state is _State.BOUND:
             assert self._sid is not None
-            outcome = store.write(self._sid, changes)
+            try:
+                outcome = store.write(self._sid, changes)
+            except StorageBroken as exc:
+                # The file went bad after it was opened (damaged data pages are only met
+                # by the write): save what this request set into a fresh session rather
+                # than fail this and every later request carrying the same cookie.
+                self._lose_storage(f"writing failed ({exc})")
+                return self._create(self._changes(now))
             self._settled(outcome)
             if outcome is WriteOutcome.WRITTEN:
                 return SaveResult(self._sid, False, False, changes.expires_at)
@@ -451,10 +473,14 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, True, None)
             log.info("session %s expired during the request; starting a new one", self._sid)
             self._stale_cookie = True
+        return self._create(changes)
+
+    def _create(self, changes: Changes) -> SaveResult:
+        """Store this request's values as a new session file under a new id."""
         if not changes.upserts:
             return SaveResult(None, False, self._stale_cookie, None)
         sid = self._new_sid or new_session_id(self._settings.node)
-        store.create(sid, changes)
+        self._settings.store.create(sid, changes)
         self._sid, self._new_sid, self._state = sid, None, _State.BOUND
         self._settled(WriteOutcome.WRITTEN)
         return SaveResult(sid, True, False, changes.expires_at)

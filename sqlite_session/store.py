@@ -2,11 +2,12 @@
 
 File format
     ``<directory>/<session id>.session``, a SQLite database with page size 1024 (a small
-    session is 3 pages, which tmpfs rounds to one 4 KiB page), ``application_id``
+    session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
     :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
     ``meta`` (one row: expiry, state, permanent flag, change counter, key count) and
-    ``kv`` (one row per session key: encoded value and the change counter of its last
-    write). The expiry is also mirrored into the file's mtime after every commit, so the
+    ``kv`` (one row per session key: the change counter of its last write, then the
+    encoded value; the keys also sit in the primary key's index). The expiry is also
+    mirrored into the file's mtime after every commit, so the
     sweeper can skip a fresh session with a ``stat``; the mirror is only a hint (a crash
     between commit and ``utime`` leaves an mtime in the past, which merely makes the file
     a candidate that the sweeper opens and re-checks).
@@ -15,8 +16,10 @@ Journal mode
     The default rollback journal (``DELETE``). A process killed in the middle of a commit
     leaves a hot journal that the next connection rolls back, so a session is always
     readable with the old or the new values of a save (``tests/test_crash.py`` kills
-    writers at random moments to prove it). ``MEMORY`` and ``OFF`` journals corrupt the
-    file in that case, and ``WAL`` needs a 32 KiB ``-shm`` file next to every open session,
+    writers at random moments to prove it: 250 kills survived). ``MEMORY`` and ``OFF``
+    journals corrupt the file in that case: with either, that test failed in each of
+    three runs (a save applied in part, or a malformed database), so they are not
+    options. ``WAL`` needs a 32 KiB ``-shm`` file next to every open session,
     which breaks the one-page-per-session budget. ``synchronous=OFF``: on tmpfs an fsync
     protects nothing (power loss empties the tmpfs anyway) and a process crash loses
     nothing that has reached the kernel.
@@ -51,9 +54,19 @@ from typing import Any, NamedTuple
 
 import apsw
 
-from .errors import SessionConflictError, SessionLockTimeout, SessionStorageFull, SessionTooLarge
+from .errors import (
+    SessionConflictError,
+    SessionError,
+    SessionLockTimeout,
+    SessionStorageFull,
+    SessionTooLarge,
+)
 
 log = logging.getLogger("sqlite_session")
+
+# apsw types every cell as a union of all SQLite values; the schema fixes each column's
+# type, so rows are handled as Any rather than narrowed cell by cell.
+Rows = list[tuple[Any, ...]]
 
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x53514C53  # "SQLS"
@@ -78,11 +91,17 @@ CREATE TABLE meta(
     seq INTEGER NOT NULL,
     nkeys INTEGER NOT NULL
 );
-CREATE TABLE kv(key TEXT PRIMARY KEY, value BLOB NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
 """
+_UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
+# Columns are named: the row layout is (key, version, value). Keys live in the primary
+# key's index and the version precedes the value in the row, so finding a key, testing
+# it or listing keys never reads a value, and reading one value reads only that value
+# (a WITHOUT ROWID table compares whole overflowing rows while searching, which made a
+# lookup read the values of the keys it passed on the way).
+_INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
-_CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction (lock, hot-journal check, unlock)
@@ -95,6 +114,9 @@ _CHECK_HEADER = "SELECT application_id, user_version FROM pragma_application_id,
 _READ_META_AND_KEY = (
     "SELECT 0, expires_at, state, permanent, seq, nkeys FROM meta "
     "UNION ALL SELECT 1, value, version, NULL, NULL, NULL FROM kv WHERE key = ?"
+)
+_CHECK_HEADER = (
+    "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 )
 
 
@@ -116,6 +138,14 @@ class Meta(NamedTuple):
     permanent: bool
     seq: int
     nkeys: int
+
+    def removable(self, now: float) -> bool:
+        """True when the sweeper may remove the session at ``now``.
+
+        A live session or a MOVED tombstone is removable once its expiry has passed; a
+        GONE file (a removal interrupted between its commit and its unlink) always is.
+        """
+        return self.state not in (LIVE, MOVED) or self.expires_at <= now
 
 
 class Opened(NamedTuple):
@@ -165,6 +195,26 @@ class Changes:
 
 class StorageBroken(Exception):
     """A session file that is not ours, is damaged or became unreadable (internal)."""
+
+
+class StorageNewer(StorageBroken):
+    """A session file of ours in a newer format (written by a newer version during an upgrade).
+
+    Callers that merely read treat it like any unreadable file; the sweeper must leave it
+    alone rather than delete sessions a newer version of the app is still serving.
+    """
+
+
+class SweepOutcome(Enum):
+    """What :meth:`SessionStore.sweep_file` did with one session file."""
+
+    REMOVED = "removed"  # expired: tombstoned, committed and unlinked
+    EXPIRED = "expired"  # expired, but a dry run: left in place
+    LIVE = "live"  # not expired (or a MOVED tombstone still in its grace period): kept
+    BUSY = "busy"  # a request holds its lock: the session is in use, skipped
+    VANISHED = "vanished"  # removed by someone else before or while we looked
+    BROKEN = "broken"  # not a readable session file of ours: untouched, the caller decides
+    NEWER = "newer"  # a session file of a newer format: untouched
 
 
 class _Pooled(NamedTuple):
@@ -303,6 +353,9 @@ class SessionStore:
         try:
             self._configure(conn)
             header = conn.execute(_CHECK_HEADER).fetchall()
+            app_id, version = header[0] if header else (None, None)
+            if app_id == APPLICATION_ID and int(version or 0) > FORMAT_VERSION:
+                raise StorageNewer(f"session file of a newer format: {header}")
             if header != [(APPLICATION_ID, FORMAT_VERSION)]:
                 raise StorageBroken(f"not a session file of format {FORMAT_VERSION}: {header}")
         except BaseException:
@@ -317,6 +370,9 @@ class SessionStore:
         Raises :class:`StorageBroken` for anything at ``path`` that is not a readable
         session file of ours (a directory, a symlink, garbage, a foreign database). The
         file is never followed through a symlink and never modified in that case.
+        A file that stays locked past the busy timeout is not broken, only busy: that
+        raises :class:`SessionLockTimeout`, so a slow writer never makes a request
+        drop the user's session for a fresh one.
         """
         try:
             st = os.lstat(path)
@@ -333,11 +389,15 @@ class SessionStore:
             except apsw.CantOpenError:
                 yield None  # removed between the lstat and the open
                 return
+            except apsw.BusyError as exc:
+                raise _lock_timeout(path, self.busy_timeout) from exc
             except apsw.Error as exc:
                 raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
         reusable = True
         try:
             yield conn
+        except apsw.BusyError as exc:
+            raise _lock_timeout(path, self.busy_timeout) from exc
         except (apsw.Error, StorageBroken):
             reusable = False
             raise
@@ -369,7 +429,7 @@ class SessionStore:
                 else:
                     meta, row = _read_meta_and_key(conn, key)
         except (StorageBroken, apsw.Error) as exc:
-            log.warning("ignoring unreadable session file %s: %s", path, exc)
+            log.warning("ignoring unreadable session file %s: %s", _short_id(path), exc)
             return Opened(OpenStatus.BROKEN, None)
         if meta.state == MOVED:
             return Opened(OpenStatus.MOVED, None)
@@ -385,13 +445,13 @@ class SessionStore:
     def version(self, sid: str, key: str) -> int | None:
         """The version of one key (the value is not read), or None if the key is absent."""
         rows = self._query(sid, "SELECT version FROM kv WHERE key = ?", (key,))
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+        return int(rows[0][0]) if rows else None
 
     def keys(self, sid: str) -> list[str]:
         """The session's keys (values are not read)."""
         return [row[0] for row in self._query(sid, "SELECT key FROM kv", ())]
 
-    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> Rows:
         path = self.path_for(sid)
         try:
             with self._connection(path) as conn:
@@ -424,10 +484,7 @@ class SessionStore:
                     conn.execute("BEGIN IMMEDIATE")
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
-                    log.warning("session %s: write lock not acquired in %g s", sid, waited)
-                    raise SessionLockTimeout(
-                        f"session lock not acquired within {waited:g} s"
-                    ) from exc
+                    raise _lock_timeout(path, waited) from exc
                 tx = Transaction(self, sid, conn, _read_meta(conn))
                 try:
                     yield tx
@@ -437,10 +494,12 @@ class SessionStore:
                         conn.execute("ROLLBACK")
                     raise
             except apsw.FullError as exc:
-                raise _full_error(conn, "") from exc
+                raise self._full_error(path, None, "") from exc
             except apsw.Error as exc:
                 if conn.system_errno == errno.ENOSPC:
-                    raise SessionStorageFull(f"no space left for session file: {exc}") from exc
+                    raise self._full_error(path, None, "") from exc
+                if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+                    raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
                 raise
             finally:
                 if timeout is not None:
@@ -465,19 +524,19 @@ class SessionStore:
             os.close(os.open(temp, flags, 0o600))
             conn = apsw.Connection(temp, flags=_OPEN_FLAGS)
             self._configure(conn)
-            conn.execute(_SCHEMA)
-            conn.execute(
-                "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
-                (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
-            )
             key = ""
             try:
+                conn.execute(_SCHEMA)
+                conn.execute(
+                    "INSERT INTO meta VALUES (?, ?, ?, ?, ?)",
+                    (changes.expires_at, LIVE, int(changes.permanent), seq, len(changes.upserts)),
+                )
                 for key, value in changes.upserts.items():
-                    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (key, value, seq))
+                    conn.execute(_INSERT_KV, (key, value, seq))
+                _check_key_count(self.max_keys, len(changes.upserts), key)
+                conn.execute("COMMIT")
             except apsw.FullError as exc:
-                raise _full_error(conn, key) from exc
-            _check_key_count(self.max_keys, len(changes.upserts), key)
-            conn.execute("COMMIT")
+                raise self._full_error(temp, changes, key) from exc
             conn.close()
             conn = None
             os.utime(temp, (changes.expires_at, changes.expires_at))
@@ -489,14 +548,83 @@ class SessionStore:
                 conn.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
-            if no_space and not isinstance(exc, SessionStorageFull):
-                log.error("session storage is full: cannot create a session file")
-                raise SessionStorageFull(f"no space left for a new session: {exc}") from exc
+            if no_space and not isinstance(exc, SessionError):
+                raise self._full_error(temp, None, "") from exc
             raise
+
+    def _full_error(self, path: str, changes: Changes | None, key: str) -> SessionError:
+        """Tell a session over its size limit from a filesystem that is full.
+
+        SQLite reports both as ``SQLITE_FULL`` and rolls the whole transaction back,
+        so the filesystem is asked instead: if it still has room for everything the
+        failed write of ``key`` could have needed (the file and a journal as large, the
+        new values twice over), space was not the problem and the session's own page
+        limit (``max_session_bytes``) stopped it.
+        """
+        if changes is not None and key and self.max_session_bytes is not None:
+            with contextlib.suppress(OSError):
+                needed = 2 * os.lstat(path).st_size + 16 * PAGE_SIZE
+                needed += 2 * sum(len(value) for value in changes.upserts.values())
+                fs = os.statvfs(self.directory)
+                if fs.f_bavail * fs.f_frsize >= needed:
+                    return SessionTooLarge(
+                        key,
+                        f"session would exceed {self.max_session_bytes} bytes "
+                        f"when writing {key!r}",
+                    )
+        where = f" while writing {key!r}" if key else ""
+        log.error("session storage is full%s: the save was rolled back", where)
+        return SessionStorageFull(f"no space left on the session filesystem{where}")
 
     def remove(self, sid: str) -> None:
         """Forget the pooled connections of a file that has just been unlinked."""
         self._pool.forget(self.path_for(sid))
+
+    # -- sweeping ------------------------------------------------------------------
+
+    def sweep_file(self, sid: str, now: float, *, dry_run: bool = False) -> SweepOutcome:
+        """Remove session ``sid`` if it has expired by ``now``, by the removal protocol.
+
+        The write lock is taken with ``busy_timeout`` (keep it short for a sweeper): a
+        session whose lock is held is being used by a request, which is about to refresh
+        or remove it, so it is skipped (:attr:`SweepOutcome.BUSY`) rather than waited
+        for. Under the lock the expiry is read again (the mtime the caller looked at is
+        only a hint), the file is tombstoned, committed and then unlinked. A dry run reads
+        the expiry without taking the lock and changes nothing. The file is opened
+        without following symlinks and without the connection pool (a sweep of a million
+        files must not evict the connections that requests use). Damaged or foreign
+        files are reported, never modified here.
+        """
+        path = self.path_for(sid)
+        try:
+            conn = self._open_connection(path)
+        except apsw.BusyError:
+            return SweepOutcome.BUSY
+        except apsw.CantOpenError:
+            return SweepOutcome.BROKEN if os.path.lexists(path) else SweepOutcome.VANISHED
+        except StorageNewer:
+            return SweepOutcome.NEWER
+        except (apsw.Error, StorageBroken):
+            return SweepOutcome.BROKEN
+        try:
+            if dry_run:
+                meta = _read_meta(conn)
+                return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.LIVE
+            conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self, sid, conn, _read_meta(conn))
+            if not tx.expire_if_due(now):
+                return SweepOutcome.LIVE
+            conn.execute("COMMIT")
+        except apsw.BusyError:
+            return SweepOutcome.BUSY
+        except (apsw.Error, StorageBroken):
+            return SweepOutcome.BROKEN
+        finally:
+            if conn.in_transaction:
+                with contextlib.suppress(apsw.Error):
+                    conn.execute("ROLLBACK")
+            conn.close()
+        return SweepOutcome.REMOVED if tx.after_commit() else SweepOutcome.VANISHED
 
 
 class Transaction:
@@ -526,19 +654,22 @@ class Transaction:
     def read(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+        rows: Rows = self._conn.execute(
+            "SELECT value, version FROM kv WHERE key = ?", (key,)
+        ).fetchall()
         return (rows[0][0], rows[0][1]) if rows else None
 
     def version(self, key: str) -> int | None:
         """One key's version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+        rows: Rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
         return int(rows[0][0]) if rows else None
 
     def keys(self) -> list[str]:
         """The session's keys, as of this transaction."""
         assert self._conn is not None
-        return [row[0] for row in self._conn.execute("SELECT key FROM kv").fetchall()]
+        rows: Rows = self._conn.execute("SELECT key FROM kv").fetchall()
+        return [row[0] for row in rows]
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
@@ -562,16 +693,13 @@ class Transaction:
         key = ""
         try:
             for key, value in changes.upserts.items():
-                conn.execute("INSERT OR IGNORE INTO kv VALUES (?, ?, ?)", (key, value, seq))
-                if conn.changes():
+                conn.execute(_UPDATE_KEY, (value, seq, key))
+                if not conn.changes():
+                    conn.execute(_INSERT_KV, (key, value, seq))
                     nkeys += 1
                     _check_key_count(self._store.max_keys, nkeys, key)
-                else:
-                    conn.execute(
-                        "UPDATE kv SET value = ?, version = ? WHERE key = ?", (value, seq, key)
-                    )
         except apsw.FullError as exc:
-            raise _full_error(conn, key) from exc
+            raise self._store._full_error(self._store.path_for(self._sid), changes, key) from exc
         if nkeys <= 0:
             conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
             self._unlink = True
@@ -597,9 +725,7 @@ class Transaction:
 
     def expire_if_due(self, now: float) -> bool:
         """Tombstone the session if its expiry has passed (the sweeper's check under lock)."""
-        if self.meta is None or (self.meta.state == LIVE and self.meta.expires_at > now):
-            return False
-        if self.meta.state == MOVED and self.meta.expires_at > now:
+        if self.meta is None or not self.meta.removable(now):
             return False
         assert self._conn is not None
         self._conn.execute("UPDATE meta SET state = ?", (GONE,))
@@ -610,7 +736,9 @@ class Transaction:
         assert self._conn is not None and changes.expected is not None
         conflicts = []
         for key in [*changes.upserts, *changes.deletes]:
-            row = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+            row: Rows = self._conn.execute(
+                "SELECT version FROM kv WHERE key = ?", (key,)
+            ).fetchall()
             current = row[0][0] if row else None
             if key in changes.expected:
                 if current != changes.expected[key]:
@@ -623,7 +751,7 @@ class Transaction:
     def _move(self, changes: Changes, seq: int) -> None:
         """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here."""
         assert self._conn is not None and changes.move_to is not None
-        rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
+        rows: Rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
         copy = Changes(
             upserts={key: value for key, value in rows},
             permanent=changes.permanent,
@@ -638,17 +766,23 @@ class Transaction:
         )
         self._touch = tombstone_until
 
-    def after_commit(self) -> None:
-        """Mirror the new expiry into the mtime, or unlink a tombstoned file."""
+    def after_commit(self) -> bool:
+        """Mirror the new expiry into the mtime, or unlink a tombstoned file.
+
+        Returns True when this call unlinked the file (False also when someone else
+        removed it after our commit: then there is nothing left to do).
+        """
         path = self._store.path_for(self._sid)
         try:
             if self._unlink:
                 os.unlink(path)
                 self._store.remove(self._sid)
-            elif self._touch is not None:
+                return True
+            if self._touch is not None:
                 os.utime(path, (self._touch, self._touch), follow_symlinks=False)
         except FileNotFoundError:
-            pass  # removed by someone else after our commit: nothing left to do
+            pass
+        return False
 
 
 def _read_meta(conn: apsw.Connection) -> Meta:
@@ -670,18 +804,17 @@ def _meta_of(rows: list[Any]) -> Meta:
     return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
 
 
+def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
+    """The error for a session file that another process kept locked for too long."""
+    log.warning("session %s: lock not acquired within %g s", _short_id(path), waited)
+    return SessionLockTimeout(f"session lock not acquired within {waited:g} s")
+
+
+def _short_id(path: str) -> str:
+    """Enough of a session's id to find its file, too little to hijack it from a log."""
+    return os.path.basename(path)[:8] + "..."
+
+
 def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
     if max_keys is not None and nkeys > max_keys:
         raise SessionTooLarge(key, f"session would hold {nkeys} keys (limit {max_keys}) at {key!r}")
-
-
-def _full_error(conn: apsw.Connection, key: str) -> Exception:
-    """Tell a session over its size limit from a filesystem that is full."""
-    limit = conn.execute("PRAGMA max_page_count").fetchall()[0][0]
-    used = conn.execute("PRAGMA page_count").fetchall()[0][0]
-    if used >= limit - 1:
-        return SessionTooLarge(
-            key, f"session would exceed {limit * PAGE_SIZE} bytes when writing {key!r}"
-        )
-    log.error("session storage is full while writing %r", key)
-    return SessionStorageFull(f"no space left on the session filesystem while writing {key!r}")

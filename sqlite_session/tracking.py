@@ -62,7 +62,7 @@ class TrackedDict(dict[Any, Any]):
         super().__delitem__(key)
         self._on_change()
 
-    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[override,misc]
+    def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc]
         super().__ior__(other)
         self._on_change()
         return self
@@ -111,12 +111,12 @@ class TrackedList(list[Any]):
         super().__delitem__(index)
         self._on_change()
 
-    def __iadd__(self, other: Any) -> TrackedList:  # type: ignore[override,misc]
+    def __iadd__(self, other: Any) -> TrackedList:  # type: ignore[misc]
         super().__iadd__(other)
         self._on_change()
         return self
 
-    def __imul__(self, count: SupportsIndex) -> TrackedList:  # type: ignore[override,misc]
+    def __imul__(self, count: SupportsIndex) -> TrackedList:
         super().__imul__(count)
         self._on_change()
         return self

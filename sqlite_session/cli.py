@@ -1,0 +1,180 @@
+"""The ``sqlite-session`` command (also ``python -m sqlite_session``): sweep and stats.
+
+Exit status: 0 on success (also when another sweep of PATH was running and this one
+stood down), 1 when PATH is missing, not a directory or cannot be read (or, for a sweep,
+written), 2 for a usage error (argparse's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from . import __version__
+from .sweep import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
+
+PROG = "sqlite-session"
+
+
+class _Progress:
+    """A progress line on stderr, rewritten at most twice a second (only on a terminal)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self.shown = False
+
+    def __call__(self, report: SweepReport) -> None:
+        now = time.monotonic()
+        if now - self._last < 0.5:
+            return
+        self._last = now
+        self.shown = True
+        sys.stderr.write(
+            f"\rscanned {report.entries} entries: {report.sessions} sessions, "
+            f"{report.removed} removed, {report.busy} busy"
+        )
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def _check_directory(path: str, writable: bool) -> str | None:
+    """Why ``path`` cannot be swept or examined, or None if it can."""
+    if not os.path.exists(path):
+        return f"{path}: no such directory"
+    if not os.path.isdir(path):
+        return f"{path}: not a directory"
+    if not os.access(path, os.R_OK | os.X_OK):
+        return f"{path}: cannot read the directory (permission denied)"
+    if writable and not os.access(path, os.W_OK | os.X_OK):
+        return f"{path}: cannot remove files from the directory (permission denied)"
+    return None
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    def event(what: str, name: str) -> None:
+        if args.verbose or what.startswith("would remove"):
+            print(f"{what}: {name}")
+
+    progress = _Progress() if sys.stderr.isatty() else None
+    run = functools.partial(
+        sweep,
+        args.path,
+        dry_run=args.dry_run,
+        grace=args.grace,
+        lock_timeout=args.lock_timeout,
+        on_event=event,
+        progress=progress,
+    )
+    if args.dry_run:
+        report = run()
+    else:
+        with sweep_lock(args.path) as lock:
+            if lock is None:
+                print(f"{PROG}: another sweep of {args.path} is running; nothing done")
+                return 0
+            report = run()
+            lock.record_sweep(time.time())
+    if progress is not None:
+        progress.done()
+    print(report.summary())
+    return 0
+
+
+def _format_time(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _stats(args: argparse.Namespace) -> int:
+    result = stats(args.path)
+    if args.json:
+        print(json.dumps(vars(result), sort_keys=True))
+        return 0
+    per_session = result.session_bytes // result.sessions if result.sessions else 0
+    print(f"sessions:      {result.sessions}")
+    print(f"bytes on disk: {result.session_bytes} ({per_session} per session)")
+    print(f"expired:       {result.expired} (awaiting the sweeper)")
+    print(f"oldest expiry: {_format_time(result.oldest_expiry)}")
+    print(f"newest expiry: {_format_time(result.newest_expiry)}")
+    print(f"other files:   {result.other_files} ({result.other_bytes} bytes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Maintain a sqlite_session session directory."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sweep_cmd = commands.add_parser(
+        "sweep",
+        help="remove expired sessions",
+        description="Remove the expired sessions under PATH (their expiry is read from "
+        "each session file; no app configuration is needed), plus stale temporary files "
+        "and orphan journals. Safe while the app is serving requests.",
+    )
+    sweep_cmd.add_argument("path", metavar="PATH", help="the session directory")
+    sweep_cmd.add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
+    sweep_cmd.add_argument(
+        "-v", "--verbose", action="store_true", help="report every file acted on"
+    )
+    sweep_cmd.add_argument(
+        "--grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="age before leftover temporary, journal or unreadable files are removed "
+        f"(default {DEFAULT_GRACE:g})",
+    )
+    sweep_cmd.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for a session in use before skipping it "
+        f"(default {DEFAULT_LOCK_TIMEOUT:g})",
+    )
+    sweep_cmd.set_defaults(handler=_sweep, writable=True)
+
+    stats_cmd = commands.add_parser(
+        "stats",
+        help="count sessions, bytes on disk and expired sessions",
+        description="Session count, bytes on disk, expired count and oldest/newest expiry "
+        "of PATH, from one stat per file (for monitoring).",
+    )
+    stats_cmd.add_argument("path", metavar="PATH", help="the session directory")
+    stats_cmd.add_argument("--json", action="store_true", help="one JSON object")
+    stats_cmd.set_defaults(handler=_stats, writable=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    writable = args.writable and not getattr(args, "dry_run", False)
+    problem = _check_directory(args.path, writable=writable)
+    if problem is not None:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 1
+    try:
+        status: int = args.handler(args)
+    except OSError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return status

@@ -1,0 +1,191 @@
+"""Helpers shared by the core behaviour tests: the cookie, the raw files, an I/O spy.
+
+The spy is how the "costs nothing" claims (lazy sessions, rejected cookies, per-key
+reads) are proved without mocking the store: it only *observes* the real calls.
+
+* Python-level filesystem calls are seen through audit events (``open``, ``os.*``) and
+  through call-through wrappers of ``os.stat`` / ``os.lstat`` (which raise no audit
+  event);
+* SQLite's own file I/O, which happens in C, is seen through an apsw VFS that inherits
+  every method from the default VFS and counts opens and bytes read per file.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from flask.testing import FlaskClient
+
+COOKIE = "session"
+
+
+def cookie_value(client: FlaskClient, name: str = COOKIE) -> str | None:
+    """The session cookie the client currently holds, or None."""
+    cookie = client.get_cookie(name)
+    return cookie.value if cookie else None
+
+
+def sid_of(client: FlaskClient) -> str:
+    """The session id carried by the client's cookie (the part before the signature)."""
+    value = cookie_value(client)
+    assert value, "the client holds no session cookie"
+    return value.rpartition(".")[0]
+
+
+def session_path(session_dir: Path, sid: str) -> Path:
+    return session_dir / f"{sid}.session"
+
+
+def stored_rows(session_dir: Path, sid: str) -> dict[str, bytes]:
+    """Every key and encoded value of a session file, read directly with apsw."""
+    conn = apsw.Connection(str(session_path(session_dir, sid)), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return {key: bytes(value) for key, value in conn.execute("SELECT key, value FROM kv")}
+    finally:
+        conn.close()
+
+
+def stored_meta(session_dir: Path, sid: str) -> dict[str, Any]:
+    """The ``meta`` row of a session file as a dict."""
+    conn = apsw.Connection(str(session_path(session_dir, sid)), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        cursor = conn.execute("SELECT * FROM meta")
+        row = cursor.fetchone()
+        names = [d[0] for d in cursor.getdescription()]
+        return dict(zip(names, row, strict=True))
+    finally:
+        conn.close()
+
+
+def set_stored_expiry(session_dir: Path, sid: str, expires_at: float) -> None:
+    """Rewrite a session's stored expiry, as time passing would."""
+    conn = apsw.Connection(str(session_path(session_dir, sid)))
+    try:
+        conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
+    finally:
+        conn.close()
+
+
+class IoLog:
+    """What the spy saw under one directory while it was active."""
+
+    def __init__(self, root: Path) -> None:
+        # both spellings, computed before os.lstat is wrapped (realpath calls it)
+        self.roots = {os.path.abspath(root), os.path.realpath(root)}
+        self.events: list[tuple[str, str]] = []  # (operation, path)
+        self.sqlite_bytes_read: dict[str, int] = {}
+
+    def under(self, path: object) -> str | None:
+        """``path`` as a string when it names something under the spied directory."""
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if not isinstance(path, str):
+            return None
+        full = os.path.abspath(path)
+        for root in self.roots:
+            if full == root or full.startswith(root + os.sep):
+                return full
+        return None
+
+    def record(self, operation: str, path: object) -> None:
+        full = self.under(path)
+        if full is not None:
+            self.events.append((operation, full))
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(self.sqlite_bytes_read.values())
+
+
+_active: list[IoLog] = []
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if not _active or not (event == "open" or event.startswith("os.")):
+        return
+    for arg in args:
+        for log in _active:
+            log.record(event, arg)
+
+
+_hook_installed = False
+
+
+def _install_hook() -> None:
+    """Audit hooks cannot be removed, so one hook serves every spy of the process."""
+    global _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)
+        _hook_installed = True
+
+
+_BASE_VFS = apsw.vfs_names()[0]  # the platform's default ("unix"), which the spy wraps
+
+
+class _SpyFile(apsw.VFSFile):
+    def __init__(self, log: IoLog, name: Any, flags: list[int]) -> None:
+        super().__init__(_BASE_VFS, name, flags)
+        text = name if isinstance(name, str) or name is None else name.filename()
+        self._path = text or ""
+        self._log = log
+        log.record("sqlite.open", self._path)
+
+    def xRead(self, amount: int, offset: int) -> bytes:
+        data: bytes = super().xRead(amount, offset)
+        if self._log.under(self._path) is not None:
+            self._log.sqlite_bytes_read[self._path] = (
+                self._log.sqlite_bytes_read.get(self._path, 0) + amount
+            )
+        return data
+
+
+class _SpyVFS(apsw.VFS):
+    def __init__(self, log: IoLog) -> None:
+        self._log = log
+        super().__init__("core-test-spy", _BASE_VFS, makedefault=True)
+
+    def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
+        return _SpyFile(self._log, name, flags)
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        self._log.record("sqlite.access", pathname)
+        result: bool = super().xAccess(pathname, flags)
+        return result
+
+
+@contextmanager
+def spy_io(root: Path) -> Iterator[IoLog]:
+    """Record every filesystem access under ``root`` made inside the block.
+
+    Connections opened before the block (pooled by an earlier request) do not go through
+    the spy VFS, so tests build a fresh app before spying on it.
+    """
+    _install_hook()
+    log = IoLog(root)
+
+    def wrap(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def spy(path: Any, *args: Any, **kwargs: Any) -> Any:
+            log.record(name, path)
+            return real(path, *args, **kwargs)
+
+        return spy
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "stat", wrap("os.stat", os.stat))
+        patch.setattr(os, "lstat", wrap("os.lstat", os.lstat))
+        vfs = _SpyVFS(log)
+        _active.append(log)
+        try:
+            yield log
+        finally:
+            _active.remove(log)
+            vfs.unregister()

@@ -1,0 +1,36 @@
+"""Harness of the reliability tests: the servers they run and the app-side error handling.
+
+The servers themselves live in :mod:`servers` (shared with the deployment tests); the
+reliability tests' gunicorn is the stress app's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from servers import cookie_of, threaded_server
+from servers import stress_gunicorn as gunicorn
+from werkzeug.exceptions import InternalServerError
+
+from sqlite_session import SessionError
+
+__all__ = ["cookie_of", "gunicorn", "handle_session_errors", "threaded_server"]
+
+
+def handle_session_errors(app: Flask) -> None:
+    """The documented way to turn session errors into a response of the app's choice.
+
+    Errors raised in a view (``atomic()``) reach ``errorhandler(SessionError)``; errors
+    raised by the end-of-request save reach Flask's 500 handler, wrapped.
+    """
+
+    @app.errorhandler(SessionError)
+    def in_view(exc: SessionError) -> tuple[Any, int]:
+        return jsonify(error=type(exc).__name__, where="view"), 409
+
+    @app.errorhandler(InternalServerError)
+    def at_save(exc: InternalServerError) -> tuple[Any, int]:
+        original = exc.original_exception
+        name = type(original).__name__ if isinstance(original, SessionError) else "other"
+        return jsonify(error=name, where="save"), 409 if name != "other" else 500

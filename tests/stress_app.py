@@ -1,0 +1,73 @@
+"""The app the gunicorn tests run (``gunicorn 'stress_app:create_app()'``).
+
+Configured from the environment so every worker process builds the same app:
+``SESSION_DIR``, ``SECRET_KEY``, ``STRICT`` ("1" for strict mode), ``LOCK_TIMEOUT``.
+Each response reports how long its end-of-request save took (``X-Save-Seconds``,
+lock wait included) so the test can report the worst wait under load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, jsonify, request, session
+from flask.sessions import SessionMixin
+from harness import handle_session_errors
+
+from sqlite_session import SqliteSessionInterface
+
+
+class TimedInterface(SqliteSessionInterface):
+    """Reports the duration of each save in a response header."""
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        start = time.perf_counter()
+        super().save_session(app, session, response)
+        response.headers["X-Save-Seconds"] = f"{time.perf_counter() - start:.6f}"
+
+
+def create_app() -> Flask:
+    """The test app; see the module docstring for its environment."""
+    app = Flask(__name__)
+    app.secret_key = os.environ["SECRET_KEY"]
+    app.session_interface = TimedInterface(
+        os.environ["SESSION_DIR"],
+        strict=os.environ.get("STRICT") == "1",
+        lock_timeout=float(os.environ.get("LOCK_TIMEOUT", "5")),
+    )
+
+    @app.get("/health")
+    def health() -> str:
+        return "ok"
+
+    @app.post("/kv")
+    def kv() -> Any:
+        """Read the keys named in ``read``, then apply ``set`` (a JSON object)."""
+        seen = {key: session.get(key) for key in request.form.getlist("read")}
+        for key, value in json.loads(request.form.get("set", "{}")).items():
+            session[key] = value
+        return jsonify(seen=seen)
+
+    @app.get("/dump")
+    def dump() -> Any:
+        return jsonify(dict(session))
+
+    @app.post("/clear")
+    def clear() -> str:
+        session.clear()
+        return "cleared"
+
+    @app.post("/incr")
+    def incr() -> Any:
+        """An atomic read-modify-write; reports how long the lock took to get."""
+        start = time.perf_counter()
+        with session.atomic():
+            waited = time.perf_counter() - start
+            session["n"] = session.get("n", 0) + 1
+        return jsonify(waited=waited)
+
+    handle_session_errors(app)
+    return app

@@ -1,0 +1,140 @@
+"""Item 11: expiry lives in the session file and is enforced without any sweeper.
+
+Time passing is simulated by rewriting the stored expiry with apsw, except in one test
+that waits (about a second) for a real, short PERMANENT_SESSION_LIFETIME to run out.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from core_helpers import session_path, set_stored_expiry, sid_of, stored_meta, stored_rows
+from flask import Flask, session
+from flask.testing import FlaskClient
+from werkzeug.http import parse_date
+
+LIFETIME = 100.0
+
+
+def routes(app: Flask, *, permanent: bool = False) -> FlaskClient:
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=LIFETIME)
+
+    @app.get("/write")
+    def write() -> str:
+        session["k"] = session.get("k", 0) + 1
+        session.permanent = permanent
+        return ""
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("k"))
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+def test_expiry_is_stored_in_the_file_for_every_session(
+    app: Flask, session_dir: Path, permanent: bool
+) -> None:
+    client = routes(app, permanent=permanent)
+    before = time.time()
+    client.get("/write")
+    meta = stored_meta(session_dir, sid_of(client))
+    assert before + LIFETIME <= meta["expires_at"] <= time.time() + LIFETIME
+    assert bool(meta["permanent"]) is permanent
+    # mirrored into the mtime, the sweeper's hint
+    mtime = os.stat(session_path(session_dir, sid_of(client))).st_mtime
+    assert abs(mtime - meta["expires_at"]) < 1
+
+
+def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:
+    client = routes(app)
+    client.get("/write")
+    sid = sid_of(client)
+    set_stored_expiry(session_dir, sid, time.time() + 5)
+    client.get("/write")
+    assert stored_meta(session_dir, sid)["expires_at"] > time.time() + LIFETIME - 5
+
+
+def test_an_expired_session_is_never_served(app: Flask, session_dir: Path) -> None:
+    client = routes(app)
+    client.get("/write")
+    client.get("/write")
+    sid = sid_of(client)
+    set_stored_expiry(session_dir, sid, time.time() - 1)
+    assert session_path(session_dir, sid).exists()  # no sweeper ran
+    response = client.get("/read")
+    assert response.text == "None"
+    assert "Max-Age=0" in response.headers["Set-Cookie"]
+    client.get("/write")
+    assert sid_of(client) != sid
+    assert client.get("/read").text == "1"  # a new session, not the old one revived
+
+
+def test_a_short_real_lifetime_runs_out(make_app: Callable[..., Flask]) -> None:
+    app = make_app()
+    client = routes(app)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=1)
+    client.get("/write")
+    assert client.get("/read").text == "1"
+    time.sleep(1.1)
+    assert client.get("/read").text == "None"
+
+
+@pytest.mark.parametrize(
+    ("fraction", "elapsed", "refreshed"),
+    [(0.1, 5, False), (0.1, 15, True), (0.5, 40, False), (0.5, 60, True), (0.0, 1, True)],
+)
+def test_read_only_refresh_only_after_a_fraction_of_the_lifetime(
+    make_app: Callable[..., Flask],
+    session_dir: Path,
+    fraction: float,
+    elapsed: float,
+    refreshed: bool,
+) -> None:
+    client = routes(make_app(refresh_fraction=fraction))
+    client.get("/write")
+    sid = sid_of(client)
+    rows = stored_rows(session_dir, sid)
+    seq = stored_meta(session_dir, sid)["seq"]
+    old_expiry = time.time() + LIFETIME - elapsed
+    set_stored_expiry(session_dir, sid, old_expiry)
+    assert client.get("/read").text == "1"
+    meta = stored_meta(session_dir, sid)
+    if refreshed:
+        assert meta["expires_at"] >= time.time() + LIFETIME - 2
+    else:
+        assert meta["expires_at"] == old_expiry
+    assert stored_rows(session_dir, sid) == rows and meta["seq"] == seq  # no data rewritten
+
+
+def test_no_read_only_refresh_when_refresh_each_request_is_off(
+    app: Flask, session_dir: Path
+) -> None:
+    app.config["SESSION_REFRESH_EACH_REQUEST"] = False
+    client = routes(app)
+    client.get("/write")
+    sid = sid_of(client)
+    old_expiry = time.time() + LIFETIME / 2
+    set_stored_expiry(session_dir, sid, old_expiry)
+    client.get("/read")
+    assert stored_meta(session_dir, sid)["expires_at"] == old_expiry
+
+
+def test_a_refreshed_permanent_cookie_carries_the_new_expiry(
+    app: Flask, session_dir: Path
+) -> None:
+    client = routes(app, permanent=True)
+    client.get("/write")
+    sid = sid_of(client)
+    set_stored_expiry(session_dir, sid, time.time() + LIFETIME / 2)
+    response = client.get("/read")
+    expires = parse_date(response.headers["Set-Cookie"].split("Expires=")[1].split(";")[0])
+    assert expires is not None
+    assert abs(expires.timestamp() - stored_meta(session_dir, sid)["expires_at"]) < 1
+    assert expires.timestamp() > time.time() + LIFETIME - 5

@@ -1,0 +1,120 @@
+"""A full session filesystem: a tiny tmpfs mounted by the test, then filled to the brim.
+
+A save that needs space fails with a logged error and :class:`SessionStorageFull`
+(which the app turns into a response of its own), nothing already stored is damaged,
+and once space is freed the very next request saves normally. Skipped where this
+process may not mount a tmpfs.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from conftest import session_files
+from flask import Flask, jsonify, session
+from harness import handle_session_errors
+
+from sqlite_session import SessionStorageFull
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs at ``tmp_path/mnt``, unmounted afterwards."""
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a filler file until the filesystem refuses another byte."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def full_app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app()
+    app.config["TESTING"] = False  # errors reach the app's handlers, as in production
+    handle_session_errors(app)
+
+    @app.post("/put/<key>/<int:size>")
+    def put(key: str, size: int) -> str:
+        session[key] = "x" * size
+        return "ok"
+
+    @app.get("/get")
+    def get() -> Any:
+        return jsonify({key: len(value) for key, value in session.items()})
+
+    return app
+
+
+@pytest.fixture
+def session_dir(tiny_tmpfs: Path) -> Path:
+    """The session directory of ``make_app``, on the tiny tmpfs."""
+    return tiny_tmpfs / "sessions"
+
+
+def test_full_disk(
+    tiny_tmpfs: Path,
+    session_dir: Path,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = full_app(make_app)
+    client, newcomer = app.test_client(), app.test_client()
+    assert client.post("/put/stored/3000").status_code == 200
+    (name,) = session_files(session_dir)
+    stored = session_dir / name
+    before = stored.read_bytes()
+
+    filler = fill(tiny_tmpfs)
+    with caplog.at_level(logging.ERROR, logger="sqlite_session"):
+        grow = client.post("/put/more/20000")  # an existing session needs more pages
+        create = newcomer.post("/put/first/20000")  # a new session needs a new file
+    for response in (grow, create):
+        assert response.status_code == 409
+        assert response.json == {"error": SessionStorageFull.__name__, "where": "save"}
+        assert "Set-Cookie" not in response.headers
+    assert sum("full" in r.getMessage() for r in caplog.records) >= 2
+    assert stored.read_bytes() == before  # rolled back, not damaged
+    assert client.get("/get").json == {"stored": 3000}
+    assert sorted(os.listdir(session_dir)) == [name]  # no temp file, no journal
+
+    filler.unlink()
+    assert client.post("/put/more/20000").status_code == 200
+    assert client.get("/get").json == {"stored": 3000, "more": 20000}
+    assert newcomer.post("/put/first/20000").status_code == 200
+    assert newcomer.get("/get").json == {"first": 20000}
+    for path in session_files(session_dir):
+        conn = apsw.Connection(str(session_dir / path), flags=apsw.SQLITE_OPEN_READONLY)
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        conn.close()

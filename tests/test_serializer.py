@@ -1,0 +1,212 @@
+"""Item 7: the default serializer round-trips what Flask's cookie session round-trips,
+rejects what it cannot store where the developer can see it, and never unpickles.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from core_helpers import session_path, sid_of, stored_rows
+from flask import Flask, session
+from flask.sessions import SecureCookieSessionInterface
+from markupsafe import Markup
+
+from sqlite_session import PickleSerializer
+
+VALUES: dict[str, Any] = {
+    "str": "naïve ☃",
+    "int": 2**70,
+    "float": 1.5,
+    "bool": True,
+    "none": None,
+    "list": [1, "two", [3]],
+    "dict": {"a": {"b": [1, 2]}, "n": None},
+    "tuple": (1, (2, "three")),
+    "bytes": b"\xff\x00raw",
+    "markup": Markup("<em>safe</em>"),
+    "uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "aware datetime": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone(timedelta(hours=2))),
+    "utc datetime": datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc),
+    "dict with tuple": {"t": (1, 2)},
+    "empty": {},
+}
+
+
+def round_trip(app: Flask) -> dict[str, tuple[type, Any]]:
+    """Store VALUES in one request, read them back in the next: (type, value) per key."""
+    seen: dict[str, tuple[type, Any]] = {}
+
+    @app.get("/store")
+    def store() -> str:
+        for key, value in VALUES.items():
+            session[key] = value
+        return ""
+
+    @app.get("/load")
+    def load() -> str:
+        for key in VALUES:
+            value = session[key]
+            kind = type(value)
+            if kind.__module__ == "sqlite_session.tracking":
+                kind = kind.__mro__[1]  # the tracked dict/list stands for a plain one
+            seen[key] = (kind, value)
+        return ""
+
+    client = app.test_client()
+    client.get("/store")
+    client.get("/load")
+    return seen
+
+
+def test_round_trip_equals_flasks_cookie_session(make_app: Callable[..., Flask]) -> None:
+    ours = round_trip(make_app())
+    cookie_app = Flask(__name__)
+    cookie_app.config.update(SECRET_KEY="test secret", TESTING=True)
+    assert isinstance(cookie_app.session_interface, SecureCookieSessionInterface)
+    flasks = round_trip(cookie_app)
+    assert set(ours) == set(VALUES)
+    for key in VALUES:
+        assert ours[key] == flasks[key], key
+    # and what comes back is the value that went in (datetimes as aware instants)
+    for key, value in VALUES.items():
+        assert ours[key][1] == value, key
+    assert ours["markup"][0] is Markup and ours["bytes"][0] is bytes
+    assert ours["tuple"][0] is tuple
+
+
+@pytest.mark.parametrize(
+    "value", [object(), {1, 2}, Fraction(1, 3), {"nested": {"deep": object()}}],
+    ids=["object", "set", "fraction", "nested object"],
+)
+def test_unstorable_value_raises_type_error_naming_the_key_in_the_view(
+    app: Flask, value: Any
+) -> None:
+    @app.get("/assign")
+    def assign() -> str:
+        with pytest.raises(TypeError, match="'cart'") as info:
+            session["cart"] = value
+        assert "cart" not in session
+        return str(info.value)
+
+    response = app.test_client().get("/assign")
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+
+
+def test_a_nested_value_that_becomes_unstorable_fails_at_save_naming_the_key(
+    app: Flask, session_dir: Path
+) -> None:
+    @app.get("/seed")
+    def seed() -> str:
+        session["prefs"] = {"theme": "dark"}
+        session["ok"] = 1
+        return ""
+
+    @app.get("/spoil")
+    def spoil() -> str:
+        session["ok"] = 2
+        session["prefs"]["callback"] = print  # a function: not storable
+        return "view returned"
+
+    client = app.test_client()
+    client.get("/seed")
+    before = stored_rows(session_dir, sid_of(client))
+    with pytest.raises(TypeError, match="'prefs'"):
+        client.get("/spoil")
+    assert stored_rows(session_dir, sid_of(client)) == before  # nothing half-saved
+
+
+class Detonator:
+    """Unpickling this creates a marker file: proof that stored data was executed."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
+def plant_pickle(session_dir: Path, sid: str, key: str, marker: Path) -> None:
+    conn = apsw.Connection(str(session_path(session_dir, sid)))
+    try:
+        payload = pickle.dumps(Detonator(str(marker)))
+        conn.execute("UPDATE kv SET value = ? WHERE key = ?", (payload, key))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("serializer", [None, PickleSerializer()], ids=["default", "pickle"])
+def test_a_stored_pickle_runs_only_when_pickle_was_chosen(
+    make_app: Callable[..., Flask],
+    session_dir: Path,
+    tmp_path: Path,
+    serializer: PickleSerializer | None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(serializer=serializer)
+
+    @app.get("/seed")
+    def seed() -> str:
+        session["v"] = "plain"
+        session["keep"] = "kept"
+        return ""
+
+    @app.get("/read")
+    def read() -> str:
+        return f"{session.get('v', 'dropped')!r} {session['keep']}"
+
+    client = app.test_client()
+    client.get("/seed")
+    marker = tmp_path / "pickle-ran"
+    plant_pickle(session_dir, sid_of(client), "v", marker)
+    response = client.get("/read")
+    assert response.status_code == 200
+    if serializer is None:
+        assert response.text == "'dropped' kept"
+        assert not marker.exists()
+        assert any("undecodable" in r.getMessage() for r in caplog.records)
+    else:
+        assert marker.is_dir()  # the same payload does run under the opt-in
+
+
+def test_pickle_serializer_stores_arbitrary_objects(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(serializer=PickleSerializer())
+
+    @app.get("/store")
+    def store() -> str:
+        session["set"] = {1, 2}
+        session["fraction"] = Fraction(1, 3)
+        return ""
+
+    @app.get("/load")
+    def load() -> str:
+        assert session["set"] == {1, 2} and session["fraction"] == Fraction(1, 3)
+        return "ok"
+
+    client = app.test_client()
+    client.get("/store")
+    assert client.get("/load").text == "ok"
+
+
+def test_values_are_stored_as_tagged_json_text(app: Flask, session_dir: Path) -> None:
+    @app.get("/store")
+    def store() -> str:
+        session["t"] = (1, 2)
+        session["b"] = b"\x01"
+        return ""
+
+    client = app.test_client()
+    client.get("/store")
+    rows = stored_rows(session_dir, sid_of(client))
+    assert rows == {"t": b'{" t":[1,2]}', "b": b'{" b":"AQ=="}'}
