@@ -424,7 +424,7 @@ class PerKeySession(SessionMixin):
             moved_grace=self._settings.regenerate_grace,
         )
 
-    def _pending(self) -> bool:
+    def pending(self) -> bool:
         """True when the end-of-request save has something to write (or an id to move)."""
         return bool(
             self.modified or self._dirty or self._deleted or self._cleared or self._new_sid
@@ -447,7 +447,7 @@ class PerKeySession(SessionMixin):
             if self.modified:
                 log.info("discarding changes of a request that carried a regenerated session id")
             return SaveResult(None, False, False, None)
-        if self._state is _State.BOUND and not self._pending():
+        if self._state is _State.BOUND and not self.pending():
             return self._refresh(now, refresh)  # read-only: no batch to build (3.5 µs saved)
         changes = self._changes(now)
         if self._state is _State.BOUND:

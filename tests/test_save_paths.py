@@ -1,0 +1,84 @@
+"""The end-of-request save looks the cookie up only when it needs it, and says Vary once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import session_files
+from flask import Flask, session
+
+
+def _app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app()
+
+    @app.get("/write")
+    def write() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return "ok"
+
+    @app.get("/read")
+    def read() -> str:
+        return repr(session.get("n"))
+
+    @app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
+    return app
+
+
+def test_a_read_only_request_never_needs_the_cookie_attributes(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """As with Flask's cookie session, a bad SameSite only fails where a cookie is set."""
+    app = _app(make_app)
+    client = app.test_client()
+    client.get("/write")
+    app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
+    response = client.get("/read")
+    assert response.text == "1" and "Set-Cookie" not in response.headers
+    with pytest.raises(ValueError, match=r"(?i)samesite"):
+        client.get("/write")  # refused before the write: the stored value is unchanged
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    assert client.get("/read").text == "1"
+    assert len(session_files(session_dir)) == 1
+
+
+def test_a_cookie_deletion_still_carries_the_configured_attributes(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = _app(make_app)
+    app.config.update(SESSION_COOKIE_DOMAIN="example.test", SESSION_COOKIE_SAMESITE="Strict")
+    client = app.test_client()
+    client.get("/write", base_url="http://example.test")
+    response = client.get("/clear", base_url="http://example.test")
+    cookie = response.headers["Set-Cookie"]
+    assert "Max-Age=0" in cookie and "Domain=example.test" in cookie
+    assert "SameSite=Strict" in cookie
+
+
+@pytest.mark.parametrize("path", ["/write", "/read", "/clear"])
+def test_vary_cookie_is_sent_once(make_app: Callable[..., Flask], path: str) -> None:
+    client = _app(make_app).test_client()
+    client.get("/write")
+    response = client.get(path)
+    assert response.headers.getlist("Vary") == ["Cookie"]
+
+
+def test_vary_cookie_when_only_modified_is_set(make_app: Callable[..., Flask]) -> None:
+    """A cookie set without any read still varies on Cookie (nothing marked it accessed)."""
+    app = _app(make_app)
+
+    @app.get("/touch")
+    def touch() -> str:
+        session.modified = True
+        return "ok"
+
+    client = app.test_client()
+    client.get("/write")
+    response = client.get("/touch")
+    assert "Set-Cookie" in response.headers
+    assert response.headers.getlist("Vary") == ["Cookie"]
