@@ -33,6 +33,17 @@ def add_sessions(interface: SqliteSessionInterface, expires_in: float, count: in
     return names
 
 
+class Collect(logging.Handler):
+    """Keeps the log records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def wait_for(condition: Callable[[], bool], limit: float = 20.0) -> bool:
     deadline = time.monotonic() + limit
     while not condition():
@@ -137,9 +148,8 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
         status = 1
         try:
             before = any(t.name == THREAD_NAME for t in threading.enumerate())
-            sweeps: list[logging.LogRecord] = []
-            handler = logging.Handler()
-            handler.emit = sweeps.append  # type: ignore[method-assign]
+            handler = Collect()
+            sweeps = handler.records
             logging.getLogger("sqlite_session").addHandler(handler)
             logging.getLogger("sqlite_session").setLevel(logging.INFO)
             client.get("/")
