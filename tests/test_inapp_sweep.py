@@ -166,3 +166,16 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_stop_is_final(sweeping_app: Flask) -> None:
+    interface = sweeping_app.session_interface
+    assert isinstance(interface, SqliteSessionInterface) and interface.sweeper is not None
+    client = sweeping_app.test_client()
+    client.get("/")
+    assert any(t.name == THREAD_NAME for t in threading.enumerate())
+
+    interface.sweeper.stop()
+    client.get("/")
+
+    assert wait_for(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()))
