@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import session_files
 from flask import Flask
 
@@ -156,7 +158,8 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
             after = any(t.name == THREAD_NAME for t in threading.enumerate())
             swept = wait_for(
                 lambda: any(
-                    r.threadName == THREAD_NAME and r.process == os.getpid()
+                    r.threadName == THREAD_NAME
+                    and r.process == os.getpid()
                     and r.getMessage().startswith("sweep of")
                     for r in sweeps
                 )
@@ -179,3 +182,65 @@ def test_stop_is_final(sweeping_app: Flask) -> None:
     client.get("/")
 
     assert wait_for(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()))
+
+
+GUNICORN_APP = """
+import os
+from flask import Flask
+from sqlite_session import SqliteSessionInterface
+
+app = Flask(__name__)
+app.secret_key = "gunicorn test"
+app.session_interface = SqliteSessionInterface(os.environ["SESSION_DIR"], sweep_every=0.2)
+
+
+@app.get("/")
+def index():
+    return "ok"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_under_gunicorn_with_preload(session_dir: Path, tmp_path: Path) -> None:
+    """The real deployment: the interface is built in the arbiter, then workers fork."""
+    interface = SqliteSessionInterface(session_dir)
+    live = add_sessions(interface, 3600, 3)
+    add_sessions(interface, -5, 5)
+    (tmp_path / "gunicorn_app.py").write_text(GUNICORN_APP)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--preload",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tmp_path),
+            "gunicorn_app:app",
+        ],
+        env={**os.environ, "SESSION_DIR": str(session_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def serving() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).text == "ok"
+            except requests.ConnectionError:
+                return False
+
+        assert wait_for(serving)
+        assert wait_for(lambda: set(session_files(session_dir)) == live)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
