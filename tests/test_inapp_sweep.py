@@ -143,7 +143,7 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
     client.get("/")
     assert any(t.name == THREAD_NAME for t in threading.enumerate())
     interface = sweeping_app.session_interface
-    assert isinstance(interface, SqliteSessionInterface)
+    assert isinstance(interface, SqliteSessionInterface) and interface.sweeper is not None
 
     pid = os.fork()
     if pid == 0:  # the worker
@@ -167,6 +167,8 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
             status = 0 if (not before and after and swept) else 1
         finally:
             os._exit(status)
+    # The parent's thread would otherwise compete for the sweeps (and often win them).
+    interface.sweeper.stop()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
