@@ -302,7 +302,9 @@ class SessionStore:
         if conn is None:
             try:
                 conn = self._open_connection(path)
-            except apsw.CantOpenError:
+            except apsw.CantOpenError as exc:
+                if os.path.lexists(path):  # e.g. its journal is a symlink SQLite won't follow
+                    raise StorageBroken(f"cannot open: {exc}") from exc
                 yield None  # removed between the lstat and the open
                 return
             except apsw.BusyError as exc:
@@ -397,7 +399,10 @@ class SessionStore:
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
                     raise _lock_timeout(path, waited) from exc
-                tx = Transaction(self, sid, conn, _read_meta(conn))
+                if _journal_planted(path):
+                    tx = Transaction(self, sid, None, None)  # write nothing, like a missing file
+                else:
+                    tx = Transaction(self, sid, conn, _read_meta(conn))
                 try:
                     yield tx
                     conn.execute("COMMIT")
@@ -649,6 +654,23 @@ def _read_meta(conn: apsw.Connection) -> Meta:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
     return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
+
+
+def _journal_planted(path: str) -> bool:
+    """True when something other than a regular file sits at ``path``'s journal name.
+
+    SQLite opens journals with ``O_NOFOLLOW``, so a planted symlink is never followed,
+    but the first write would fail on it. Checked under the write lock: the session
+    is then treated as gone and the request continues with a fresh one.
+    """
+    try:
+        st = os.lstat(path + "-journal")
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(st.st_mode):
+        return False  # a journal of ours (a non-hot one may survive a crash)
+    log.warning("session %s: its journal path is not a regular file; not writing", _short_id(path))
+    return True
 
 
 def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
