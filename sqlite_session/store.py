@@ -45,10 +45,10 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import apsw
 
@@ -61,6 +61,7 @@ from .errors import (
 )
 
 log = logging.getLogger("sqlite_session")
+_T = TypeVar("_T")
 
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x53514C53  # "SQLS"
@@ -353,25 +354,24 @@ class SessionStore:
 
     def read(self, sid: str, key: str) -> tuple[bytes, int] | None:
         """The stored value and version of one key, or None if the key is absent."""
-        rows = self._query(sid, "SELECT value, version FROM kv WHERE key = ?", (key,))
-        return (rows[0][0], rows[0][1]) if rows else None
+        return self._query(sid, lambda conn: _read(conn, key))
 
     def version(self, sid: str, key: str) -> int | None:
         """The version of one key (the value is not read), or None if the key is absent."""
-        rows = self._query(sid, "SELECT version FROM kv WHERE key = ?", (key,))
-        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+        return self._query(sid, lambda conn: _version(conn, key))
 
     def keys(self, sid: str) -> list[str]:
         """The session's keys (values are not read)."""
-        return [row[0] for row in self._query(sid, "SELECT key FROM kv", ())]
+        return self._query(sid, _keys)
 
-    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> list[tuple[object, ...]]:
+    def _query(self, sid: str, query: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``query`` on a connection to ``sid``; any failure is :class:`StorageBroken`."""
         path = self.path_for(sid)
         try:
             with self._connection(path) as conn:
                 if conn is None:
                     raise StorageBroken("the session file has disappeared")
-                return [tuple(row) for row in conn.execute(sql, args).fetchall()]
+                return query(conn)
         except apsw.Error as exc:
             raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
 
@@ -523,19 +523,17 @@ class Transaction:
     def read(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
-        return (rows[0][0], rows[0][1]) if rows else None
+        return _read(self._conn, key)
 
     def version(self, key: str) -> int | None:
         """One key's version, as of this transaction."""
         assert self._conn is not None
-        rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
-        return int(rows[0][0]) if rows else None
+        return _version(self._conn, key)
 
     def keys(self) -> list[str]:
         """The session's keys, as of this transaction."""
         assert self._conn is not None
-        return [row[0] for row in self._conn.execute("SELECT key FROM kv").fetchall()]
+        return _keys(self._conn)
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
@@ -607,8 +605,7 @@ class Transaction:
         assert self._conn is not None and changes.expected is not None
         conflicts = []
         for key in [*changes.upserts, *changes.deletes]:
-            row = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
-            current = row[0][0] if row else None
+            current = _version(self._conn, key)
             if key in changes.expected:
                 if current != changes.expected[key]:
                     conflicts.append(key)
@@ -622,7 +619,7 @@ class Transaction:
         assert self._conn is not None and changes.move_to is not None
         rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
         copy = Changes(
-            upserts={key: value for key, value in rows},
+            upserts={_typed(key, str): _typed(value, bytes) for key, value in rows},
             permanent=changes.permanent,
             expires_at=changes.expires_at,
         )
@@ -653,7 +650,40 @@ def _read_meta(conn: apsw.Connection) -> Meta:
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
-    return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
+    if not isinstance(expires_at, (int, float)):
+        raise StorageBroken(f"expiry is a {type(expires_at).__name__}")
+    return Meta(
+        float(expires_at),
+        _typed(state, int),
+        bool(_typed(permanent, int)),
+        _typed(seq, int),
+        _typed(nkeys, int),
+    )
+
+
+def _read(conn: apsw.Connection, key: str) -> tuple[bytes, int] | None:
+    rows = conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+    return (_typed(rows[0][0], bytes), _typed(rows[0][1], int)) if rows else None
+
+
+def _version(conn: apsw.Connection, key: str) -> int | None:
+    rows = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+    return _typed(rows[0][0], int) if rows else None
+
+
+def _keys(conn: apsw.Connection) -> list[str]:
+    return [_typed(row[0], str) for row in conn.execute("SELECT key FROM kv")]
+
+
+def _typed(value: object, kind: type[_T]) -> _T:
+    """A value read from a session file, checked to have the type our schema stores there.
+
+    A file edited by hand or by a foreign program can hold anything in any column; it
+    is reported as broken instead of failing somewhere later with a ``TypeError``.
+    """
+    if isinstance(value, kind):
+        return value
+    raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
 
 
 def _journal_planted(path: str) -> bool:

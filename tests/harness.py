@@ -44,9 +44,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes] | None = None, limit: flo
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
         try:
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(url, timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or workers still booting
             pass
         time.sleep(0.1)
     raise RuntimeError(f"server at {url} not ready after {limit} s")
