@@ -405,8 +405,12 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, False, None)
             if outcome is WriteOutcome.REMOVED:
                 return SaveResult(None, False, True, None)
-            log.info("session %s expired during the request; starting a new one", self._sid)
-            self._stale_cookie = True
+            if self._new_sid is None:
+                # Cleared (a logout), swept or expired while this request ran: what it
+                # changed was read from that session, and must not outlive it.
+                log.info("session ended during the request; changes discarded")
+                return SaveResult(None, False, False, None)
+            self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
         if not changes.upserts:
             return SaveResult(None, False, self._stale_cookie, None)
         sid = self._new_sid or new_session_id(self._settings.node)
