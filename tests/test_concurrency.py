@@ -265,11 +265,13 @@ def test_regenerate_while_an_old_id_request_is_in_flight(
     assert set(session_files(session_dir)) == files  # the tombstone and the new session
 
 
+@pytest.mark.parametrize("then_atomic", [False, True])
 def test_logout_while_an_old_request_is_in_flight(
-    make_app: Callable[..., Flask], session_dir: Path
+    make_app: Callable[..., Flask], session_dir: Path, then_atomic: bool
 ) -> None:
     """A request that read the session before a concurrent logout (``clear()``) must not
-    carry what it read into a new session: that would undo the logout."""
+    carry what it read into a new session: that would undo the logout. The same when
+    it only notices at an ``atomic()`` block after the logout."""
     app = make_app()
     steps = Choreography(app)
 
@@ -282,6 +284,9 @@ def test_logout_while_an_old_request_is_in_flight(
     def slow() -> str:
         session["user"]["seen"] += 1  # a nested change: "user" is saved again at the end
         steps.pause()
+        if then_atomic:
+            with session.atomic():
+                session["n"] = session.get("n", 0) + 1
         return "ok"
 
     @app.post("/logout")
