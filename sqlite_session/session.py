@@ -324,7 +324,10 @@ class PerKeySession(SessionMixin):
         assert self._sid is not None
         with self._settings.store.transaction(self._sid, timeout) as tx:
             if tx.status is not OpenStatus.LIVE:
-                self._lose_storage("the session ended before its lock was taken")
+                # Regenerated, cleared or expired meanwhile: as at save, what this request
+                # read and changed must not outlive that session, so it is discarded.
+                log.info("session ended before its lock was taken; changes will be discarded")
+                self._state = _State.SUPERSEDED
                 yield
                 return
             self._values = {k: v for k, v in self._values.items() if k in self._dirty}
