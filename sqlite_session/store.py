@@ -406,16 +406,13 @@ class SessionStore:
                 try:
                     yield tx
                     conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
+                    no_space = self._out_of_space(exc, conn)  # before ROLLBACK resets errno
                     with contextlib.suppress(apsw.Error):
                         conn.execute("ROLLBACK")
+                    if no_space:
+                        raise self._full_error(path, None, "") from exc
                     raise
-            except apsw.FullError as exc:
-                raise self._full_error(path, None, "") from exc
-            except apsw.Error as exc:
-                if conn.system_errno == errno.ENOSPC:
-                    raise self._full_error(path, None, "") from exc
-                raise
             finally:
                 if timeout is not None:
                     conn.setbusytimeout(int(self.busy_timeout * 1000))
@@ -459,13 +456,32 @@ class SessionStore:
         except BaseException as exc:
             no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
             if conn is not None:
-                no_space = no_space or conn.system_errno == errno.ENOSPC
+                no_space = no_space or self._out_of_space(exc, conn)
                 conn.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             if no_space and not isinstance(exc, SessionError):
                 raise self._full_error(temp, None, "") from exc
             raise
+
+    def _out_of_space(self, exc: BaseException, conn: apsw.Connection) -> bool:
+        """Whether a failed write ran out of blocks or inodes on the session filesystem.
+
+        A journal that cannot be created for lack of an inode is a ``CantOpenError``
+        whose errno SQLite has already overwritten (it retries read-only), so the
+        filesystem is asked.
+        """
+        if isinstance(exc, apsw.FullError):
+            return True
+        if not isinstance(exc, (apsw.CantOpenError, apsw.IOError)):
+            return False
+        if conn.system_errno == errno.ENOSPC:
+            return True
+        try:
+            fs = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return fs.f_bavail == 0 or fs.f_favail == 0
 
     def _full_error(self, path: str, changes: Changes | None, key: str) -> SessionError:
         """Tell a session over its size limit from a filesystem that is full.
