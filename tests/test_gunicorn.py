@@ -10,6 +10,7 @@ exactly. The worst save time and the worst ``atomic()`` lock wait are printed (r
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,8 @@ def test_many_sessions_many_workers(server: tuple[str, Path]) -> None:
         assert (session_dir / f"{sid}.session").exists() == (client not in load.cleared)
     # Exactly one file per live client: no request fell back to a spurious new session.
     assert len(session_files(session_dir)) == CLIENTS - len(load.cleared)
+    # And nothing else: no journal or temporary file outlives the requests.
+    assert [name for name in os.listdir(session_dir) if not name.endswith(".session")] == []
 
 
 def test_atomic_increments_count_exactly(server: tuple[str, Path]) -> None:
