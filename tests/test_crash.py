@@ -165,6 +165,9 @@ def test_sigkill_during_regenerate_keeps_exactly_one_live_session(tmp_path: Path
         reported, status = run_child(directory, gen, regenerator)
         assert os.WIFSIGNALED(status), "the writer died on its own (see its traceback above)"
         kills += 1
+        if (tmp_path / f"{sid_of(reported + 1)}.session").exists():
+            # the in-flight move built its target (renamed into place whole, never half)
+            assert stored_generation(store, sid_of(reported + 1)) == reported + 1
         current = store.open(sid_of(reported)).status
         if current is OpenStatus.MOVED:  # the save in flight committed: its target holds it
             reported += 1
