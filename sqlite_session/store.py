@@ -726,7 +726,7 @@ def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
 
 
 def _short_id(path: str) -> str:
-    """Enough of a session's id to find its file, too little to hijack it from a log."""
+    """Enough of a session's id to find its file; logs need no more of it."""
     return os.path.basename(path)[:8] + "..."
 
 
