@@ -376,7 +376,10 @@ class PerKeySession(SessionMixin):
         assert self._sid is not None
         with self._settings.store.transaction(self._sid, timeout) as tx:
             if tx.status is not OpenStatus.LIVE:
-                self._lose_storage("the session ended before its lock was taken")
+                # Regenerated, cleared or expired meanwhile: as at save, what this request
+                # read and changed must not outlive that session, so it is discarded.
+                log.info("session ended before its lock was taken; changes will be discarded")
+                self._state = _State.SUPERSEDED
                 yield
                 return
             self._values = {k: v for k, v in self._values.items() if k in self._dirty}
@@ -471,8 +474,12 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, False, None)
             if outcome is WriteOutcome.REMOVED:
                 return SaveResult(None, False, True, None)
-            log.info("session %s expired during the request; starting a new one", self._sid)
-            self._stale_cookie = True
+            if self._new_sid is None:
+                # Cleared (a logout), swept or expired while this request ran: what it
+                # changed was read from that session, and must not outlive it.
+                log.info("session ended during the request; changes discarded")
+                return SaveResult(None, False, False, None)
+            self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
         return self._create(changes)
 
     def _create(self, changes: Changes) -> SaveResult:

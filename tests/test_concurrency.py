@@ -263,3 +263,41 @@ def test_regenerate_while_an_old_id_request_is_in_flight(
         assert dump(base, old) == {}
     files = {f"{cookie.rpartition('.')[0]}.session" for cookie in (old, new)}
     assert set(session_files(session_dir)) == files  # the tombstone and the new session
+
+
+@pytest.mark.parametrize("then_atomic", [False, True])
+def test_logout_while_an_old_request_is_in_flight(
+    make_app: Callable[..., Flask], session_dir: Path, then_atomic: bool
+) -> None:
+    """A request that read the session before a concurrent logout (``clear()``) must not
+    carry what it read into a new session: that would undo the logout. The same when
+    it only notices at an ``atomic()`` block after the logout."""
+    app = make_app()
+    steps = Choreography(app)
+
+    @app.post("/start")
+    def start() -> str:
+        session["user"] = {"name": "alice", "seen": 0}
+        return "ok"
+
+    @app.post("/slow")
+    def slow() -> str:
+        session["user"]["seen"] += 1  # a nested change: "user" is saved again at the end
+        steps.pause()
+        if then_atomic:
+            with session.atomic():
+                session["n"] = session.get("n", 0) + 1
+        return "ok"
+
+    @app.post("/logout")
+    def logout() -> str:
+        session.clear()
+        return "ok"
+
+    with threaded_server(app) as base:
+        cookie = start_session(base)
+        slow, logout = steps.run(base, "/slow", "/logout", cookie)
+    assert (slow.status_code, logout.status_code) == (200, 200)
+    assert cookie_of(logout) == ""
+    assert cookie_of(slow) is None  # no new session, and no cookie over the logout's
+    assert session_files(session_dir) == []
