@@ -20,7 +20,7 @@ from weakref import ref
 
 from flask.sessions import SessionMixin
 
-from .errors import SessionTooLarge
+from .errors import SessionLockTimeout, SessionTooLarge
 from .ids import new_session_id
 from .serializer import Serializer
 from .store import (
@@ -36,6 +36,8 @@ from .tracking import track
 
 log = logging.getLogger("sqlite_session")
 
+# Seconds a read-only request's expiry refresh waits for the session's lock (see _refresh).
+REFRESH_LOCK_WAIT = 0.05
 _ABSENT: Any = object()  # cached marker: this key is known not to exist
 # Encodings of these types cannot change behind our back, so the one made at assignment
 # is reused at save; containers are encoded again at save because they may be mutated.
@@ -497,8 +499,13 @@ class PerKeySession(SessionMixin):
         lifetime = self._lifetime()
         due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
         if refresh and now >= due:
-            with self._settings.store.transaction(self._sid) as tx:
-                refreshed = tx.refresh(now + lifetime)
+            try:
+                with self._settings.store.transaction(self._sid, REFRESH_LOCK_WAIT) as tx:
+                    refreshed = tx.refresh(now + lifetime)
+            except SessionLockTimeout:
+                # Another request of this session is writing, and its write pushes the
+                # expiry forward too: a read-only request need not wait for it.
+                return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
                 return SaveResult(None, False, True, None)
             self._expires_at = now + lifetime
