@@ -20,7 +20,7 @@ from weakref import ref
 
 from flask.sessions import SessionMixin
 
-from .errors import SessionTooLarge
+from .errors import SessionLockTimeout, SessionTooLarge
 from .ids import new_session_id
 from .serializer import Serializer
 from .store import (
@@ -36,6 +36,8 @@ from .tracking import track
 
 log = logging.getLogger("sqlite_session")
 
+# Seconds a read-only request's expiry refresh waits for the session's lock (see _refresh).
+REFRESH_LOCK_WAIT = 0.05
 _ABSENT: Any = object()  # cached marker: this key is known not to exist
 # Encodings of these types cannot change behind our back, so the one made at assignment
 # is reused at save; containers are encoded again at save because they may be mutated.
@@ -376,7 +378,10 @@ class PerKeySession(SessionMixin):
         assert self._sid is not None
         with self._settings.store.transaction(self._sid, timeout) as tx:
             if tx.status is not OpenStatus.LIVE:
-                self._lose_storage("the session ended before its lock was taken")
+                # Regenerated, cleared or expired meanwhile: as at save, what this request
+                # read and changed must not outlive that session, so it is discarded.
+                log.info("session ended before its lock was taken; changes will be discarded")
+                self._state = _State.SUPERSEDED
                 yield
                 return
             self._values = {k: v for k, v in self._values.items() if k in self._dirty}
@@ -471,8 +476,12 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, False, None)
             if outcome is WriteOutcome.REMOVED:
                 return SaveResult(None, False, True, None)
-            log.info("session %s expired during the request; starting a new one", self._sid)
-            self._stale_cookie = True
+            if self._new_sid is None:
+                # Cleared (a logout), swept or expired while this request ran: what it
+                # changed was read from that session, and must not outlive it.
+                log.info("session ended during the request; changes discarded")
+                return SaveResult(None, False, False, None)
+            self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
         return self._create(changes)
 
     def _create(self, changes: Changes) -> SaveResult:
@@ -490,8 +499,13 @@ class PerKeySession(SessionMixin):
         lifetime = self._lifetime()
         due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
         if refresh and now >= due:
-            with self._settings.store.transaction(self._sid) as tx:
-                refreshed = tx.refresh(now + lifetime)
+            try:
+                with self._settings.store.transaction(self._sid, REFRESH_LOCK_WAIT) as tx:
+                    refreshed = tx.refresh(now + lifetime)
+            except SessionLockTimeout:
+                # Another request of this session is writing, and its write pushes the
+                # expiry forward too: a read-only request need not wait for it.
+                return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
                 return SaveResult(None, False, True, None)
             self._expires_at = now + lifetime

@@ -47,10 +47,10 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import apsw
 
@@ -63,6 +63,7 @@ from .errors import (
 )
 
 log = logging.getLogger("sqlite_session")
+_T = TypeVar("_T")
 
 # apsw types every cell as a union of all SQLite values; the schema fixes each column's
 # type, so rows are handled as Any rather than narrowed cell by cell.
@@ -386,7 +387,9 @@ class SessionStore:
         if conn is None:
             try:
                 conn = self._open_connection(path)
-            except apsw.CantOpenError:
+            except apsw.CantOpenError as exc:
+                if os.path.lexists(path):  # e.g. its journal is a symlink SQLite won't follow
+                    raise StorageBroken(f"cannot open: {exc}") from exc
                 yield None  # removed between the lstat and the open
                 return
             except apsw.BusyError as exc:
@@ -439,25 +442,24 @@ class SessionStore:
 
     def read(self, sid: str, key: str) -> tuple[bytes, int] | None:
         """The stored value and version of one key, or None if the key is absent."""
-        rows = self._query(sid, "SELECT value, version FROM kv WHERE key = ?", (key,))
-        return (rows[0][0], rows[0][1]) if rows else None
+        return self._query(sid, lambda conn: _read(conn, key))
 
     def version(self, sid: str, key: str) -> int | None:
         """The version of one key (the value is not read), or None if the key is absent."""
-        rows = self._query(sid, "SELECT version FROM kv WHERE key = ?", (key,))
-        return int(rows[0][0]) if rows else None
+        return self._query(sid, lambda conn: _version(conn, key))
 
     def keys(self, sid: str) -> list[str]:
         """The session's keys (values are not read)."""
-        return [row[0] for row in self._query(sid, "SELECT key FROM kv", ())]
+        return self._query(sid, _keys)
 
-    def _query(self, sid: str, sql: str, args: tuple[str, ...]) -> Rows:
+    def _query(self, sid: str, query: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``query`` on a connection to ``sid``; any failure is :class:`StorageBroken`."""
         path = self.path_for(sid)
         try:
             with self._connection(path) as conn:
                 if conn is None:
                     raise StorageBroken("the session file has disappeared")
-                return [tuple(row) for row in conn.execute(sql, args).fetchall()]
+                return query(conn)
         except apsw.Error as exc:
             raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
 
@@ -485,22 +487,22 @@ class SessionStore:
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
                     raise _lock_timeout(path, waited) from exc
-                tx = Transaction(self, sid, conn, _read_meta(conn))
+                if _journal_planted(path):
+                    tx = Transaction(self, sid, None, None)  # write nothing, like a missing file
+                else:
+                    tx = Transaction(self, sid, conn, _read_meta(conn))
                 try:
                     yield tx
                     conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
+                    no_space = self._out_of_space(exc, conn)  # before ROLLBACK resets errno
                     with contextlib.suppress(apsw.Error):
                         conn.execute("ROLLBACK")
+                    if no_space:
+                        raise self._full_error(path, None, "") from exc
                     raise
-            except apsw.FullError as exc:
-                raise self._full_error(path, None, "") from exc
-            except apsw.Error as exc:
-                if conn.system_errno == errno.ENOSPC:
-                    raise self._full_error(path, None, "") from exc
-                if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
-                    raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
-                raise
+            except (apsw.CorruptError, apsw.NotADBError) as exc:
+                raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 if timeout is not None:
                     conn.setbusytimeout(int(self.busy_timeout * 1000))
@@ -544,13 +546,32 @@ class SessionStore:
         except BaseException as exc:
             no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
             if conn is not None:
-                no_space = no_space or conn.system_errno == errno.ENOSPC
+                no_space = no_space or self._out_of_space(exc, conn)
                 conn.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
             if no_space and not isinstance(exc, SessionError):
                 raise self._full_error(temp, None, "") from exc
             raise
+
+    def _out_of_space(self, exc: BaseException, conn: apsw.Connection) -> bool:
+        """Whether a failed write ran out of blocks or inodes on the session filesystem.
+
+        A journal that cannot be created for lack of an inode is a ``CantOpenError``
+        whose errno SQLite has already overwritten (it retries read-only), so the
+        filesystem is asked.
+        """
+        if isinstance(exc, apsw.FullError):
+            return True
+        if not isinstance(exc, (apsw.CantOpenError, apsw.IOError)):
+            return False
+        if conn.system_errno == errno.ENOSPC:
+            return True
+        try:
+            fs = os.statvfs(self.directory)
+        except OSError:
+            return False
+        return fs.f_bavail == 0 or fs.f_favail == 0
 
     def _full_error(self, path: str, changes: Changes | None, key: str) -> SessionError:
         """Tell a session over its size limit from a filesystem that is full.
@@ -610,6 +631,12 @@ class SessionStore:
             if dry_run:
                 meta = _read_meta(conn)
                 return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.LIVE
+            # The tombstone is one row of a file that is unlinked right after: an in-memory
+            # journal spares creating and deleting a journal file (a third of a removal's
+            # cost). A sweeper killed mid-commit can at worst leave that expired file
+            # unreadable, which requests treat as no session and a later sweep removes.
+            # (A hot journal of a crashed writer was already rolled back by the open.)
+            conn.execute("PRAGMA journal_mode=MEMORY")
             conn.execute("BEGIN IMMEDIATE")
             tx = Transaction(self, sid, conn, _read_meta(conn))
             if not tx.expire_if_due(now):
@@ -654,22 +681,17 @@ class Transaction:
     def read(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and version, as of this transaction."""
         assert self._conn is not None
-        rows: Rows = self._conn.execute(
-            "SELECT value, version FROM kv WHERE key = ?", (key,)
-        ).fetchall()
-        return (rows[0][0], rows[0][1]) if rows else None
+        return _read(self._conn, key)
 
     def version(self, key: str) -> int | None:
         """One key's version, as of this transaction."""
         assert self._conn is not None
-        rows: Rows = self._conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
-        return int(rows[0][0]) if rows else None
+        return _version(self._conn, key)
 
     def keys(self) -> list[str]:
         """The session's keys, as of this transaction."""
         assert self._conn is not None
-        rows: Rows = self._conn.execute("SELECT key FROM kv").fetchall()
-        return [row[0] for row in rows]
+        return _keys(self._conn)
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
@@ -736,10 +758,7 @@ class Transaction:
         assert self._conn is not None and changes.expected is not None
         conflicts = []
         for key in [*changes.upserts, *changes.deletes]:
-            row: Rows = self._conn.execute(
-                "SELECT version FROM kv WHERE key = ?", (key,)
-            ).fetchall()
-            current = row[0][0] if row else None
+            current = _version(self._conn, key)
             if key in changes.expected:
                 if current != changes.expected[key]:
                     conflicts.append(key)
@@ -753,7 +772,7 @@ class Transaction:
         assert self._conn is not None and changes.move_to is not None
         rows: Rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
         copy = Changes(
-            upserts={key: value for key, value in rows},
+            upserts={_typed(key, str): _typed(value, bytes) for key, value in rows},
             permanent=changes.permanent,
             expires_at=changes.expires_at,
         )
@@ -801,7 +820,57 @@ def _meta_of(rows: list[Any]) -> Meta:
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
-    return Meta(float(expires_at), int(state), bool(permanent), int(seq), int(nkeys))
+    if not isinstance(expires_at, (int, float)):
+        raise StorageBroken(f"expiry is a {type(expires_at).__name__}")
+    return Meta(
+        float(expires_at),
+        _typed(state, int),
+        bool(_typed(permanent, int)),
+        _typed(seq, int),
+        _typed(nkeys, int),
+    )
+
+
+def _read(conn: apsw.Connection, key: str) -> tuple[bytes, int] | None:
+    rows = conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+    return (_typed(rows[0][0], bytes), _typed(rows[0][1], int)) if rows else None
+
+
+def _version(conn: apsw.Connection, key: str) -> int | None:
+    rows = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+    return _typed(rows[0][0], int) if rows else None
+
+
+def _keys(conn: apsw.Connection) -> list[str]:
+    return [_typed(row[0], str) for row in conn.execute("SELECT key FROM kv")]
+
+
+def _typed(value: object, kind: type[_T]) -> _T:
+    """A value read from a session file, checked to have the type our schema stores there.
+
+    A file edited by hand or by a foreign program can hold anything in any column; it
+    is reported as broken instead of failing somewhere later with a ``TypeError``.
+    """
+    if isinstance(value, kind):
+        return value
+    raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
+
+
+def _journal_planted(path: str) -> bool:
+    """True when something other than a regular file sits at ``path``'s journal name.
+
+    SQLite opens journals with ``O_NOFOLLOW``, so a planted symlink is never followed,
+    but the first write would fail on it. Checked under the write lock: the session
+    is then treated as gone and the request continues with a fresh one.
+    """
+    try:
+        st = os.lstat(path + "-journal")
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(st.st_mode):
+        return False  # a journal of ours (a non-hot one may survive a crash)
+    log.warning("session %s: its journal path is not a regular file; not writing", _short_id(path))
+    return True
 
 
 def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
@@ -811,7 +880,7 @@ def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:
 
 
 def _short_id(path: str) -> str:
-    """Enough of a session's id to find its file, too little to hijack it from a log."""
+    """Enough of a session's id to find its file; logs need no more of it."""
     return os.path.basename(path)[:8] + "..."
 
 

@@ -379,6 +379,7 @@ class BackgroundSweeper:
         self.grace = grace
         self.lock_timeout = lock_timeout
         self._pid: int | None = None
+        self._stopped = False
         self._stop = threading.Event()
         # One start lock per process id: a lock inherited through fork may be held forever.
         self._start_locks: dict[int, threading.Lock] = {}
@@ -386,10 +387,10 @@ class BackgroundSweeper:
     def ensure_running(self) -> None:
         """Start this process's sweeper thread if it is not running yet."""
         pid = os.getpid()
-        if self._pid == pid:
+        if self._pid == pid or self._stopped:
             return
         with self._start_locks.setdefault(pid, threading.Lock()):
-            if self._pid == pid:
+            if self._pid == pid or self._stopped:
                 return
             self._stop = threading.Event()
             thread = threading.Thread(
@@ -399,9 +400,9 @@ class BackgroundSweeper:
             self._pid = pid
 
     def stop(self) -> None:
-        """Stop this process's sweeper thread after its current sweep (for tests, shutdown)."""
+        """Stop this process's sweeper thread after its current sweep, for good."""
+        self._stopped = True
         self._stop.set()
-        self._pid = None
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():

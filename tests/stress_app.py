@@ -55,6 +55,12 @@ def create_app() -> Flask:
     def dump() -> Any:
         return jsonify(dict(session))
 
+    @app.post("/login")
+    def login() -> str:
+        session.regenerate()
+        session["user"] = "alice"
+        return "ok"
+
     @app.post("/clear")
     def clear() -> str:
         session.clear()

@@ -39,6 +39,14 @@ def foreign_database(path: Path) -> None:
     conn.close()
 
 
+def foreign_wal_database(path: Path) -> None:
+    """A foreign database in WAL mode: opening it would create ``-wal``/``-shm`` files."""
+    foreign_database(path)
+    conn = apsw.Connection(str(path))
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+
+
 def future_format(path: Path) -> None:
     """A session file of ours, as a later version of the store would write it."""
     real_session(path.parent, path.name.removesuffix(".session"))
@@ -73,6 +81,7 @@ CASES: dict[str, Callable[[Path], Any]] = {
     "symlink": symlink_to_another_session,
     "dangling-symlink": lambda p: p.symlink_to(p.parent.parent / "nowhere"),
     "foreign-schema": foreign_database,
+    "foreign-wal-schema": foreign_wal_database,
     "future-format": future_format,
 }
 
@@ -132,4 +141,5 @@ def test_bad_file_gives_a_fresh_session(
 
     assert fingerprint(bad) == before
     assert sorted(os.listdir(session_dir.parent)) == neighbours
-    assert not (session_dir / f"{sid}.session-journal").exists()
+    leftovers = [name for name in os.listdir(session_dir) if name.startswith(sid)]
+    assert leftovers == [bad.name]  # no journal, -wal or -shm file left next to it

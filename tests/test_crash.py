@@ -20,6 +20,7 @@ import random
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import apsw
@@ -60,14 +61,32 @@ def writer(directory: str, gen: int, report: int) -> None:
         os.write(report, gen.to_bytes(8, "little"))
 
 
-def run_child(directory: str, gen: int) -> tuple[int, int]:
+def sid_of(gen: int) -> str:
+    """The id the regenerating writer gives its session at generation ``gen``."""
+    return f"{gen:043d}"
+
+
+def regenerator(directory: str, gen: int, report: int) -> None:
+    """The child: save and regenerate at once, again and again (``regenerate()`` + a write)."""
+    store = SessionStore(directory)
+    while True:
+        gen += 1
+        changes = snapshot(gen)
+        changes.move_to, changes.moved_grace = sid_of(gen), 3600.0
+        store.write(sid_of(gen - 1), changes)
+        os.write(report, gen.to_bytes(8, "little"))
+
+
+def run_child(
+    directory: str, gen: int, loop: Callable[[str, int, int], None] = writer
+) -> tuple[int, int]:
     """Fork a writer, let it run a random moment, SIGKILL it; return (last reported, status)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child never returns into pytest
         try:
             os.close(read_end)
-            writer(directory, gen, write_end)
+            loop(directory, gen, write_end)
         except BaseException:
             traceback.print_exc()
         finally:
@@ -84,13 +103,13 @@ def run_child(directory: str, gen: int) -> tuple[int, int]:
     return last, status
 
 
-def stored_generation(store: SessionStore) -> int:
-    """The generation the session holds; fails if the keys disagree or the set is wrong."""
-    assert store.open(SID).status is OpenStatus.LIVE
-    keys = store.keys(SID)
+def stored_generation(store: SessionStore, sid: str = SID) -> int:
+    """The generation a session holds; fails if the keys disagree or the set is wrong."""
+    assert store.open(sid).status is OpenStatus.LIVE
+    keys = store.keys(sid)
     gens = set()
     for key in keys:
-        row = store.read(SID, key)
+        row = store.read(sid, key)
         assert row is not None
         gens.add(int(row[0].split(b":", 1)[0]))
     assert len(gens) == 1, f"a save was applied in part: generations {sorted(gens)}"
@@ -132,3 +151,32 @@ def test_sigkill_during_saves_leaves_old_or_new(tmp_path: Path) -> None:
     assert advanced > kills // 2, "the writer was mostly killed before its first save"
     assert control.read_bytes() == control_bytes
     assert integrity(control) == "ok"
+
+
+def test_sigkill_during_regenerate_keeps_exactly_one_live_session(tmp_path: Path) -> None:
+    """A kill while the data moves to a new id leaves the old id live with the old data,
+    or the old id a tombstone and the new one live with all of the new data."""
+    directory = str(tmp_path)
+    store = SessionStore(directory, connection_cache_size=0)
+    store.create(sid_of(0), snapshot(0))
+    gen, kills = 0, 0
+    deadline = time.monotonic() + TIME_LIMIT / 2
+    while kills < KILLS // 2 and time.monotonic() < deadline:
+        reported, status = run_child(directory, gen, regenerator)
+        assert os.WIFSIGNALED(status), "the writer died on its own (see its traceback above)"
+        kills += 1
+        if (tmp_path / f"{sid_of(reported + 1)}.session").exists():
+            # the in-flight move built its target (renamed into place whole, never half)
+            assert stored_generation(store, sid_of(reported + 1)) == reported + 1
+        current = store.open(sid_of(reported)).status
+        if current is OpenStatus.MOVED:  # the save in flight committed: its target holds it
+            reported += 1
+        else:
+            assert current is OpenStatus.LIVE
+        assert stored_generation(store, sid_of(reported)) == reported
+        for older in range(gen, reported):  # tombstones: dead ids serve nothing
+            assert store.open(sid_of(older)).status is OpenStatus.MOVED
+            os.unlink(tmp_path / f"{sid_of(older)}.session")
+        gen = reported
+    print(f"\n{kills} SIGKILLs during regenerate survived (generation {gen})")
+    assert kills >= MIN_KILLS // 2

@@ -10,6 +10,7 @@ exactly. The worst save time and the worst ``atomic()`` lock wait are printed (r
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,8 @@ def test_many_sessions_many_workers(server: tuple[str, Path]) -> None:
         assert (session_dir / f"{sid}.session").exists() == (client not in load.cleared)
     # Exactly one file per live client: no request fell back to a spurious new session.
     assert len(session_files(session_dir)) == CLIENTS - len(load.cleared)
+    # And nothing else: no journal or temporary file outlives the requests.
+    assert [name for name in os.listdir(session_dir) if not name.endswith(".session")] == []
 
 
 def test_atomic_increments_count_exactly(server: tuple[str, Path]) -> None:
@@ -129,3 +132,32 @@ def test_atomic_increments_count_exactly(server: tuple[str, Path]) -> None:
     print(f"\n{INCREMENTS} atomic increments, worst lock wait in atomic(): {worst_wait:.4f} s")
     stored = requests.get(f"{base}/dump", headers={"Cookie": f"session={cookie}"}, timeout=30)
     assert stored.json()["n"] == INCREMENTS
+
+
+def test_regenerate_among_concurrent_writers(server: tuple[str, Path]) -> None:
+    """A login (``regenerate()``) in the middle of parallel writes of the same session,
+    across processes: a write that was saved (its response re-sent the cookie) is in the
+    new session; one that lost the race (no cookie) is discarded, never half-applied."""
+    base, _ = server
+    load = Load(base)
+    old = cookie_of(load.write(0, None, {"owner": 0}))
+    assert old
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda i: load.write(0, old, {f"k{i}": i}), range(10)))
+        racing = [  # no owner check: a request that lost the race sees an empty session
+            pool.submit(load.post, "/kv", old, set=json.dumps({f"m{i}": i})) for i in range(24)
+        ]
+        login = load.post("/login", old)
+        results = [future.result() for future in racing]
+    assert load.failures == []
+    new = cookie_of(login)
+    assert new and new != old
+    stored = requests.get(f"{base}/dump", headers={"Cookie": f"session={new}"}, timeout=30).json()
+    saved = {f"m{i}" for i, response in enumerate(results) if cookie_of(response) == old}
+    assert all(cookie_of(response) in (old, None) for response in results)
+    expected = {"owner": 0, "user": "alice", **{f"k{i}": i for i in range(10)}}
+    expected.update({key: int(key[1:]) for key in saved})
+    assert stored == expected
+    gone = requests.get(f"{base}/dump", headers={"Cookie": f"session={old}"}, timeout=30)
+    assert gone.json() == {}
+    print(f"\n{len(saved)} of {len(results)} racing writes saved before the login")

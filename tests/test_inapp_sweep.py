@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from conftest import session_files
 from flask import Flask
 
@@ -31,6 +33,17 @@ def add_sessions(interface: SqliteSessionInterface, expires_in: float, count: in
         interface.store.create(sid, changes)
         names.add(sid + ".session")
     return names
+
+
+class Collect(logging.Handler):
+    """Keeps the log records it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def wait_for(condition: Callable[[], bool], limit: float = 20.0) -> bool:
@@ -130,29 +143,23 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
     client.get("/")
     assert any(t.name == THREAD_NAME for t in threading.enumerate())
     interface = sweeping_app.session_interface
-    assert isinstance(interface, SqliteSessionInterface)
-    assert interface.sweeper is not None
-    # Fork from a process whose sweeper is idle, as gunicorn's arbiter is (it serves no
-    # request, so it never starts one): a fork in the middle of a sweep could hand the
-    # child SQLite's process-wide mutex held by a thread that does not exist there.
-    interface.sweeper.stop()
-    assert wait_for(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()))
+    assert isinstance(interface, SqliteSessionInterface) and interface.sweeper is not None
 
     pid = os.fork()
     if pid == 0:  # the worker
         status = 1
         try:
             before = any(t.name == THREAD_NAME for t in threading.enumerate())
-            sweeps: list[logging.LogRecord] = []
-            handler = logging.Handler()
-            handler.emit = sweeps.append  # type: ignore[method-assign]
+            handler = Collect()
+            sweeps = handler.records
             logging.getLogger("sqlite_session").addHandler(handler)
             logging.getLogger("sqlite_session").setLevel(logging.INFO)
             client.get("/")
             after = any(t.name == THREAD_NAME for t in threading.enumerate())
             swept = wait_for(
                 lambda: any(
-                    r.threadName == THREAD_NAME and r.process == os.getpid()
+                    r.threadName == THREAD_NAME
+                    and r.process == os.getpid()
                     and r.getMessage().startswith("sweep of")
                     for r in sweeps
                 )
@@ -160,5 +167,82 @@ def test_a_forked_worker_starts_its_own_thread(sweeping_app: Flask, session_dir:
             status = 0 if (not before and after and swept) else 1
         finally:
             os._exit(status)
+    # The parent's thread would otherwise compete for the sweeps (and often win them).
+    interface.sweeper.stop()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_stop_is_final(sweeping_app: Flask) -> None:
+    interface = sweeping_app.session_interface
+    assert isinstance(interface, SqliteSessionInterface) and interface.sweeper is not None
+    client = sweeping_app.test_client()
+    client.get("/")
+    assert any(t.name == THREAD_NAME for t in threading.enumerate())
+
+    interface.sweeper.stop()
+    client.get("/")
+
+    assert wait_for(lambda: not any(t.name == THREAD_NAME for t in threading.enumerate()))
+
+
+GUNICORN_APP = """
+import os
+from flask import Flask
+from sqlite_session import SqliteSessionInterface
+
+app = Flask(__name__)
+app.secret_key = "gunicorn test"
+app.session_interface = SqliteSessionInterface(os.environ["SESSION_DIR"], sweep_every=0.2)
+
+
+@app.get("/")
+def index():
+    return "ok"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_under_gunicorn_with_preload(session_dir: Path, tmp_path: Path) -> None:
+    """The real deployment: the interface is built in the arbiter, then workers fork."""
+    interface = SqliteSessionInterface(session_dir)
+    live = add_sessions(interface, 3600, 3)
+    add_sessions(interface, -5, 5)
+    (tmp_path / "gunicorn_app.py").write_text(GUNICORN_APP)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--preload",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(tmp_path),
+            "gunicorn_app:app",
+        ],
+        env={**os.environ, "SESSION_DIR": str(session_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def serving() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/", timeout=2).text == "ok"
+            except requests.ConnectionError:
+                return False
+
+        assert wait_for(serving)
+        assert wait_for(lambda: set(session_files(session_dir)) == live)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

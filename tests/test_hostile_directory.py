@@ -1,0 +1,113 @@
+"""Hostile directories: an unsafe session directory is refused at construction, files are
+private whatever the umask, and a symlink planted next to a session is never followed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask, session
+
+from sqlite_session import SessionDirectoryError, SqliteSessionInterface
+from sqlite_session.store import Changes, SessionStore
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Run with umask 0, so modes come from the store and not from the environment."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.mark.parametrize("bits", [0o777, 0o1777, 0o703])
+def test_world_writable_directory_is_refused(tmp_path: Path, bits: int) -> None:
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    directory.chmod(bits)
+    with pytest.raises(SessionDirectoryError, match="allow_unsafe_directory"):
+        SqliteSessionInterface(directory)
+    SqliteSessionInterface(directory, allow_unsafe_directory=True)
+
+
+def test_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another user")
+    directory = tmp_path / "sessions"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, NOBODY, NOBODY)
+    with pytest.raises(SessionDirectoryError, match=f"uid {NOBODY}"):
+        SqliteSessionInterface(directory)
+    SqliteSessionInterface(directory, allow_unsafe_directory=True)
+
+
+def test_directory_0700_files_0600_journal_0600(
+    open_umask: None, make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    app = make_app()
+
+    @app.post("/set")
+    def set_() -> str:
+        session["k"] = "v"
+        return "ok"
+
+    app.test_client().post("/set")
+    assert mode(session_dir) == 0o700
+    (name,) = os.listdir(session_dir)
+    assert mode(session_dir / name) == 0o600
+    # The rollback journal exists only inside a write transaction: look at it there.
+    store = SessionStore(str(session_dir))
+    sid = name.removesuffix(".session")
+    with store.transaction(sid) as tx:
+        tx.apply(Changes(upserts={"k": b"x" * 3000}, expires_at=time.time() + 60))
+        journal = session_dir / f"{name}-journal"
+        assert mode(journal) == 0o600
+
+
+@pytest.mark.parametrize("target_exists", [True, False])
+def test_planted_journal_symlink_is_not_followed(
+    make_app: Callable[..., Flask],
+    session_dir: Path,
+    tmp_path: Path,
+    target_exists: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A symlink at ``<id>.session-journal`` would let SQLite write (or "roll back")
+    through it: an existing target must stay unchanged, a missing one never created."""
+    app = make_app()
+    app.config["TESTING"] = False
+
+    @app.post("/set/<value>")
+    def set_(value: str) -> str:
+        session["k"] = value * 2000
+        return "ok"
+
+    client = app.test_client()
+    client.post("/set/a")
+    (name,) = os.listdir(session_dir)
+    decoy = tmp_path / "decoy"
+    if target_exists:
+        decoy.write_bytes(b"precious" * 500)
+    before = (decoy.stat().st_mtime_ns, decoy.read_bytes()) if target_exists else None
+    (session_dir / f"{name}-journal").symlink_to(decoy)
+
+    with caplog.at_level(logging.WARNING, logger="sqlite_session"):
+        assert client.post("/set/b").status_code == 200  # a fresh session, logged
+    assert any("journal" in r.getMessage() or "open" in r.getMessage() for r in caplog.records)
+    after = (decoy.stat().st_mtime_ns, decoy.read_bytes()) if decoy.exists() else None
+    assert after == before
+    assert (session_dir / f"{name}-journal").is_symlink()
