@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
@@ -78,17 +78,33 @@ def cart(driver: WebDriver) -> list[str]:
     return [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#cart li")]
 
 
+def page_loaded(driver: WebDriver) -> None:
+    """Wait until the current document has finished loading."""
+    WebDriverWait(driver, PAGE_TIMEOUT).until(
+        lambda d: d.execute_script("return document.readyState") == "complete"
+    )
+
+
 def click_and_wait(driver: WebDriver, button: str) -> None:
     """Click a form button and wait for the page it leads to (after the redirect).
 
     ``click()`` returns before the navigation ends; on a loaded machine the next lookup
-    would otherwise meet the page being unloaded.
+    would otherwise meet the page being unloaded. For the same reason a button found
+    just before Chromium swapped documents can be stale when clicked: it is looked up
+    again once the page has loaded (the click itself never happened, so nothing is sent
+    twice).
     """
-    old_page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(By.ID, button).click()
-    wait = WebDriverWait(driver, PAGE_TIMEOUT)
-    wait.until(expected_conditions.staleness_of(old_page))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+    for attempt in range(3):
+        page_loaded(driver)
+        old_page = driver.find_element(By.TAG_NAME, "html")
+        try:
+            driver.find_element(By.ID, button).click()
+            break
+        except (StaleElementReferenceException, WebDriverException):
+            if attempt == 2:
+                raise
+    WebDriverWait(driver, PAGE_TIMEOUT).until(expected_conditions.staleness_of(old_page))
+    page_loaded(driver)
 
 
 def submit(driver: WebDriver, field: str, value: str, button: str) -> None:
@@ -128,6 +144,7 @@ def test_demo_flow_in_chromium(browser: WebDriver, demo_url: str, tmp_path: Path
     assert screenshot.read_bytes().startswith(b"\x89PNG")
 
     driver.refresh()
+    page_loaded(driver)
     assert driver.find_elements(By.ID, "flash") == []
     assert text(driver, "user") == "Logged in as Alice"
 
