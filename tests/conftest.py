@@ -46,3 +46,13 @@ def make_app(session_dir: Path) -> Callable[..., Flask]:
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Iterator[Flask]:
     yield make_app()
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Umask 0, so modes seen on disk are the ones the code chose, not the umask's."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

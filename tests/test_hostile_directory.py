@@ -8,7 +8,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,16 +18,6 @@ from sqlite_session import SessionDirectoryError, SqliteSessionInterface
 from sqlite_session.store import Changes, SessionStore
 
 NOBODY = 65534
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    """Run with umask 0, so modes come from the store and not from the environment."""
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path: Path) -> int:
