@@ -190,9 +190,6 @@ class Changes:
     move_to: str | None = None
     moved_grace: float = 0.0
 
-    def is_empty(self) -> bool:
-        return not (self.upserts or self.deletes or self.clear)
-
 
 class StorageBroken(Exception):
     """A session file that is not ours, is damaged or became unreadable (internal)."""
