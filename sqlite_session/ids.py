@@ -52,12 +52,6 @@ def is_valid_session_id(sid: str) -> bool:
     return SESSION_ID_RE.fullmatch(sid) is not None
 
 
-def node_of(sid: str) -> str | None:
-    """The node tag of ``sid``, or None for an untagged id."""
-    head, dot, _ = sid.rpartition(".")
-    return head if dot else None
-
-
 def _to_bytes(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else key
 
