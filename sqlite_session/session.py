@@ -36,8 +36,6 @@ from .tracking import track
 
 log = logging.getLogger("sqlite_session")
 
-# Seconds a read-only request's expiry refresh waits for the session's lock (see _refresh).
-REFRESH_LOCK_WAIT = 0.05
 _ABSENT: Any = object()  # cached marker: this key is known not to exist
 # Encodings of these types cannot change behind our back, so the one made at assignment
 # is reused at save; containers are encoded again at save because they may be mutated.
@@ -500,11 +498,15 @@ class PerKeySession(SessionMixin):
         due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
         if refresh and now >= due:
             try:
-                with self._settings.store.transaction(self._sid, REFRESH_LOCK_WAIT) as tx:
+                with self._settings.store.transaction(self._sid) as tx:
                     refreshed = tx.refresh(now + lifetime)
             except SessionLockTimeout:
-                # Another request of this session is writing, and its write pushes the
-                # expiry forward too: a read-only request need not wait for it.
+                # Held for all of lock_timeout, by a long atomic() block or a stuck
+                # process: this request only read, so it keeps its response and leaves
+                # the refresh to a later request. (Not skipped on a short wait: the
+                # sweeper takes the lock briefly to check the expiry, and a refresh that
+                # gave way to it would let a session in use expire.)
+                log.warning("session %s: expiry refresh skipped, lock busy", self._sid[:8])
                 return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
                 return SaveResult(None, False, True, None)

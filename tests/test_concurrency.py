@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -304,13 +303,14 @@ def test_logout_while_an_old_request_is_in_flight(
     assert session_files(session_dir) == []
 
 
-def test_a_due_refresh_does_not_wait_for_a_writer(make_app: Callable[..., Flask]) -> None:
-    """A read-only request whose expiry refresh is due skips it while the lock is held.
-
-    The lock holder is writing the session, which pushes the expiry forward itself; the
-    reader must neither wait ``lock_timeout`` for it nor fail.
+def test_a_due_refresh_that_cannot_get_the_lock_is_skipped(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A read-only request whose expiry refresh is due, while another process holds the
+    lock past ``lock_timeout``: the request still answers 200 with the data, and the
+    refresh is left to a later request instead of failing this one.
     """
-    app = make_app(lock_timeout=5.0, refresh_fraction=0.0)  # every read is due a refresh
+    app = make_app(lock_timeout=0.3, refresh_fraction=0.0)  # every read is due a refresh
     app.config["TESTING"] = False
 
     @app.post("/set")
@@ -333,12 +333,8 @@ def test_a_due_refresh_does_not_wait_for_a_writer(make_app: Callable[..., Flask]
 
     before = stored_expiry()
     with lock_held(path, "BEGIN IMMEDIATE"):
-        started = time.monotonic()
         response = client.get("/get")
-        waited = time.monotonic() - started
     assert (response.status_code, response.json) == (200, {"x": "kept"})
-    assert waited < 5.0  # it did not sit out lock_timeout (a behaviour bound, not a benchmark)
     assert stored_expiry() == before  # skipped, not half-done
     client.get("/get")
     assert stored_expiry() > before  # the next read, with the lock free, refreshes
-
