@@ -374,22 +374,37 @@ class PerKeySession(SessionMixin):
             yield
             return
         assert self._sid is not None
-        with self._settings.store.transaction(self._sid, timeout) as tx:
-            if tx.status is not OpenStatus.LIVE:
-                # Regenerated, cleared or expired meanwhile: as at save, what this request
-                # read and changed must not outlive that session, so it is discarded.
-                log.info("session ended before its lock was taken; changes will be discarded")
-                self._state = _State.SUPERSEDED
+        yielded = False
+        try:
+            with self._settings.store.transaction(self._sid, timeout) as tx:
+                if tx.status is not OpenStatus.LIVE:
+                    # Regenerated, cleared or expired meanwhile: as at save, what this
+                    # request read and changed must not outlive that session: discarded.
+                    log.info("session ended before its lock was taken; changes discarded")
+                    self._state = _State.SUPERSEDED
+                    yielded = True
+                    yield
+                    return
+                self._values = {k: v for k, v in self._values.items() if k in self._dirty}
+                self._versions = {}
+                self._tx = tx
+                try:
+                    yielded = True
+                    yield
+                    if self._state is not _State.BOUND:  # a read inside met damage
+                        raise StorageBroken("damaged file met inside atomic()")  # roll back
+                    outcome = tx.apply(self._changes(time.time()))
+                finally:
+                    self._tx = None
+        except StorageBroken as exc:
+            # The file is damaged (met taking the lock, reading or writing under it): the
+            # lock's transaction was rolled back; carry on as a fresh session, saved with
+            # this request's changes at the end of the request.
+            if self._state is _State.BOUND:
+                self._lose_storage(f"atomic() failed ({exc})")
+            if not yielded:
                 yield
-                return
-            self._values = {k: v for k, v in self._values.items() if k in self._dirty}
-            self._versions = {}
-            self._tx = tx
-            try:
-                yield
-                outcome = tx.apply(self._changes(time.time()))
-            finally:
-                self._tx = None
+            return
         self._settled(outcome)
 
     def _settled(self, outcome: WriteOutcome) -> None:

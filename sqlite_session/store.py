@@ -677,18 +677,23 @@ class Transaction:
 
     def read(self, key: str) -> tuple[bytes, int] | None:
         """One key's value and version, as of this transaction."""
-        assert self._conn is not None
-        return _read(self._conn, key)
+        return self._query(lambda conn: _read(conn, key))
 
     def version(self, key: str) -> int | None:
         """One key's version, as of this transaction."""
-        assert self._conn is not None
-        return _version(self._conn, key)
+        return self._query(lambda conn: _version(conn, key))
 
     def keys(self) -> list[str]:
         """The session's keys, as of this transaction."""
+        return self._query(_keys)
+
+    def _query(self, query: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``query`` under the lock; damage met on the way is :class:`StorageBroken`."""
         assert self._conn is not None
-        return _keys(self._conn)
+        try:
+            return query(self._conn)
+        except apsw.Error as exc:
+            raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""

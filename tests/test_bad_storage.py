@@ -88,6 +88,12 @@ def routes(app: Flask) -> FlaskClient:
         session["mine"] = session.get("k250", "new")
         return ""
 
+    @app.get("/atomic")
+    def atomic() -> str:
+        with session.atomic():
+            session["counter"] = session.get("counter", 0) + 1
+        return str(session["counter"])
+
     @app.get("/blind-write")
     def blind_write() -> str:
         session["k100"] = "overwritten without reading first"
@@ -132,17 +138,30 @@ def test_bad_file_gives_a_fresh_session_and_a_warning(
     assert fresh.get("/read").status_code == 200
 
 
-def test_a_write_without_a_read_to_a_bad_file_starts_a_fresh_session(
-    app: Flask, damaged: tuple[FlaskClient, str], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("route", "answer", "then", "then_answer"),
+    [
+        ("/blind-write", "", "/read", "fresh None"),  # a write without a read first
+        ("/atomic", "1", "/atomic", "2"),  # atomic() meets the damage under the lock
+    ],
+)
+def test_a_write_to_a_bad_file_starts_a_fresh_session(
+    app: Flask,
+    damaged: tuple[FlaskClient, str],
+    caplog: pytest.LogCaptureFixture,
+    route: str,
+    answer: str,
+    then: str,
+    then_answer: str,
 ) -> None:
     _, sid = damaged
     for _ in range(2):  # the same bad cookie again: no crash loop
         other = app.test_client()
         other.set_cookie("session", IdSigner(["test secret"]).sign(sid))
-        response = other.get("/blind-write")
-        assert response.status_code == 200
+        response = other.get(route)
+        assert (response.status_code, response.text) == (200, answer)
         assert sid_of(other) != sid
-        assert other.get("/read").text == "fresh None"
+        assert other.get(then).text == then_answer  # the fresh session is usable
     assert any(r.name == "sqlite_session" for r in caplog.records)
 
 
