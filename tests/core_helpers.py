@@ -58,6 +58,7 @@ def stored_meta(session_dir: Path, sid: str) -> dict[str, Any]:
     try:
         cursor = conn.execute("SELECT * FROM meta")
         row = cursor.fetchone()
+        assert row is not None, "a session file holds one meta row"
         names = [d[0] for d in cursor.getdescription()]
         return dict(zip(names, row, strict=True))
     finally:

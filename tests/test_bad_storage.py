@@ -58,7 +58,7 @@ def meta_rows(count: int) -> Callable[[Path], None]:
     return damage
 
 
-DAMAGE: dict[str, Callable[[Path], None]] = {
+DAMAGE: dict[str, Callable[[Path], object]] = {
     "zero-length": lambda p: truncate_to(p, 0),
     "truncated to one page": lambda p: truncate_to(p, 1024),
     "truncated in the middle": lambda p: truncate_to(p, p.stat().st_size // 2),

@@ -11,11 +11,11 @@ from core_helpers import sid_of, stored_rows
 from flask import Flask, session
 from flask.sessions import SessionMixin
 
-EMPTYING: dict[str, Callable[[SessionMixin], None]] = {
+EMPTYING: dict[str, Callable[[SessionMixin], object]] = {
     "clear": lambda s: s.clear(),
-    "del each key": lambda s: [s.__delitem__(k) for k in list(s)] and None,
-    "pop each key": lambda s: [s.pop(k) for k in list(s)] and None,
-    "popitem until empty": lambda s: [s.popitem() for _ in range(len(s))] and None,
+    "del each key": lambda s: [s.__delitem__(k) for k in list(s)],
+    "pop each key": lambda s: [s.pop(k) for k in list(s)],
+    "popitem until empty": lambda s: [s.popitem() for _ in range(len(s))],
 }
 
 

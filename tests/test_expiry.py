@@ -79,10 +79,11 @@ def test_an_expired_session_is_never_served(app: Flask, session_dir: Path) -> No
 def test_a_short_real_lifetime_runs_out(make_app: Callable[..., Flask]) -> None:
     app = make_app()
     client = routes(app)
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=1)
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=2)
+    saved_at = time.time()
     client.get("/write")
-    assert client.get("/read").text == "1"
-    time.sleep(1.1)
+    assert client.get("/read").text == "1"  # well within its two seconds
+    time.sleep(max(0.0, saved_at + 2.2 - time.time()))
     assert client.get("/read").text == "None"
 
 

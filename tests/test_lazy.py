@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import session_files
 from core_helpers import cookie_value, spy_io
 from flask import Flask, session
@@ -58,28 +59,23 @@ def test_untouched_request_does_no_io_even_with_a_session_cookie(
     assert {op for op, _ in control.events} >= {"os.lstat", "sqlite.open"}
 
 
-def test_untouched_request_without_cookie_creates_nothing(
-    app: Flask, session_dir: Path
+@pytest.mark.parametrize(
+    ("path", "text", "vary"),
+    [
+        ("/untouched", "healthy", set()),  # never touched: nothing at all
+        ("/peek", "None False 0 []", {"cookie"}),  # read: the response varies, no more
+    ],
+)
+def test_cookieless_request_that_does_not_write_creates_nothing(
+    app: Flask, session_dir: Path, path: str, text: str, vary: set[str]
 ) -> None:
     client = routes(app).test_client()
     with spy_io(session_dir) as log:
-        response = client.get("/untouched")
-    assert log.events == []
-    assert "Set-Cookie" not in response.headers
-    assert session_files(session_dir) == []
-
-
-def test_new_session_only_read_leaves_no_file_and_no_cookie(
-    app: Flask, session_dir: Path
-) -> None:
-    client = routes(app).test_client()
-    with spy_io(session_dir) as log:
-        response = client.get("/peek")
-    assert response.text == "None False 0 []"
+        response = client.get(path)
+    assert response.text == text
     assert log.events == []  # no cookie: nothing to look up
     assert "Set-Cookie" not in response.headers
-    assert response.vary.as_set() == {"cookie"}  # it was read, so the response varies
-    assert session_files(session_dir) == []
+    assert response.vary.as_set() == vary
     assert list(session_dir.iterdir()) == []
 
 

@@ -64,7 +64,7 @@ def seeded_cookie(base: str) -> dict[str, str]:
     """The cookie of a new stored session."""
     seeder = requests.Session()
     seeder.get(f"{base}/seed", timeout=10)
-    return {"session": seeder.cookies["session"]}
+    return {"session": str(seeder.cookies["session"])}
 
 
 def test_concurrent_requests_across_worker_processes_lose_no_key(

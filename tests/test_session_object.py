@@ -11,16 +11,26 @@ from typing import Any
 from conftest import session_files
 from core_helpers import cookie_value, session_path, sid_of, stored_rows
 from flask import Flask, session
+from flask.globals import request_ctx
 from flask.sessions import SessionMixin
 from flask.testing import FlaskClient
+
+from sqlite_session import PerKeySession
+
+
+def current() -> PerKeySession:
+    """This request's session object itself (``flask.session`` is a proxy typed as the mixin)."""
+    obj = request_ctx.session
+    assert isinstance(obj, PerKeySession)
+    return obj
 
 
 def routes(app: Flask, seen: dict[str, Any]) -> FlaskClient:
     @app.get("/inspect")
     def inspect() -> str:
-        seen["mapping"] = isinstance(session._get_current_object(), MutableMapping)  # type: ignore[attr-defined]
-        seen["mixin"] = isinstance(session._get_current_object(), SessionMixin)  # type: ignore[attr-defined]
-        seen["sid"] = session.sid  # type: ignore[attr-defined]
+        seen["mapping"] = isinstance(request_ctx.session, MutableMapping)
+        seen["mixin"] = isinstance(request_ctx.session, SessionMixin)
+        seen["sid"] = current().sid
         seen["new"] = session.new
         seen["modified"] = session.modified
         seen["permanent"] = session.permanent
@@ -34,9 +44,9 @@ def routes(app: Flask, seen: dict[str, Any]) -> FlaskClient:
 
     @app.get("/login")
     def login() -> str:
-        old = session.sid  # type: ignore[attr-defined]
-        session.regenerate()  # type: ignore[attr-defined]
-        seen["old"], seen["new_sid"] = old, session.sid  # type: ignore[attr-defined]
+        old = current().sid
+        current().regenerate()
+        seen["old"], seen["new_sid"] = old, current().sid
         session["user"] = "admin"
         return ""
 
