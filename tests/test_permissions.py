@@ -103,13 +103,3 @@ def test_existing_private_directory_is_accepted_as_is(tmp_path: Path) -> None:
     SqliteSessionInterface(directory)
     assert (directory / "unrelated.txt").read_text() == "kept"
     assert os.listdir(directory) == ["unrelated.txt"]  # the write probe left nothing
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory away")
-def test_directory_owned_by_another_user_is_refused_unless_allowed(tmp_path: Path) -> None:
-    directory = tmp_path / "theirs"
-    directory.mkdir(mode=0o700)
-    os.chown(directory, 65534, 65534)
-    with pytest.raises(SessionDirectoryError, match="owned by uid 65534"):
-        SqliteSessionInterface(directory)
-    SqliteSessionInterface(directory, allow_unsafe_directory=True)
