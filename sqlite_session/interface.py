@@ -12,7 +12,7 @@ import stat
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.sessions import SessionInterface, SessionMixin
 
 from .errors import SessionDirectoryError
@@ -141,9 +141,9 @@ class SqliteSessionInterface(SessionInterface):
         """Save the request's changes and set, refresh or delete the cookie."""
         if not isinstance(session, PerKeySession):
             return
-        varied = session.accessed  # Response.vary re-parses the header at each use (3.4 µs)
+        varied = session.accessed
         if varied:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
         if not session.touched():
             return
         if response.status_code >= 500 and not self.save_on_error:
@@ -163,17 +163,19 @@ class SqliteSessionInterface(SessionInterface):
         elif result.sid is None:
             return
         else:
-            permanent = session.permanent
-            if not (result.new_id or session.modified or (permanent and refresh_each)):
+            name = self.get_cookie_name(app)
+            value = signer.sign(result.sid)
+            # The client already holds exactly this cookie unless the id or the expiry
+            # changed, or it was signed with a fallback key (then it is re-signed now).
+            if not result.set_cookie and request.cookies.get(name) == value:
                 return
             expires = None
-            if permanent and result.expires_at is not None:
+            if session.permanent and result.expires_at is not None:
                 expires = datetime.fromtimestamp(result.expires_at, tz=timezone.utc)
             attributes = attributes or self._cookie_attributes(app)
-            value = signer.sign(result.sid)
-            response.set_cookie(self.get_cookie_name(app), value, expires=expires, **attributes)
+            response.set_cookie(name, value, expires=expires, **attributes)
         if not varied:
-            response.vary.add("Cookie")
+            _vary_on_cookie(response)
 
     def _cookie_attributes(self, app: Flask) -> dict[str, Any]:
         """The attributes shared by the cookie set and its deletion (ValueError if invalid)."""
@@ -185,6 +187,18 @@ class SqliteSessionInterface(SessionInterface):
             "samesite": _checked_samesite(self.get_cookie_samesite(app)),
             "httponly": self.get_cookie_httponly(app),
         }
+
+
+def _vary_on_cookie(response: Response) -> None:
+    """Add ``Vary: Cookie``: cheaply when the response has no Vary header yet (the usual case).
+
+    ``response.vary.add`` parses the header into a set and writes it back: 6 µs, against
+    under 1 µs for setting an absent header.
+    """
+    if "Vary" in response.headers:
+        response.vary.add("Cookie")
+    else:
+        response.headers["Vary"] = "Cookie"
 
 
 def _checked_samesite(value: str | None) -> str | None:
