@@ -45,8 +45,14 @@ def create_app() -> Flask:
 
     @app.post("/kv")
     def kv() -> Any:
-        """Read the keys named in ``read``, then apply ``set`` (a JSON object)."""
+        """Read the keys named in ``read``, then apply ``set`` (a JSON object).
+
+        With ``permanent`` the session becomes permanent: each save then moves its
+        Expires, so a response carries the cookie exactly when its save was written.
+        """
         seen = {key: session.get(key) for key in request.form.getlist("read")}
+        if request.form.get("permanent"):
+            session.permanent = True
         for key, value in json.loads(request.form.get("set", "{}")).items():
             session[key] = value
         return jsonify(seen=seen)

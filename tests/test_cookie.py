@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -98,9 +97,7 @@ def test_deleted_cookie_carries_the_same_attributes(app: Flask) -> None:
         assert deleted.get(attribute) == set_attrs.get(attribute), attribute
 
 
-def test_permanent_session_gets_expires_from_the_lifetime(
-    app: Flask, session_dir: Path
-) -> None:
+def test_permanent_session_gets_expires_from_the_lifetime(app: Flask, session_dir: Path) -> None:
     app.config.update(TEST_PERMANENT=True, PERMANENT_SESSION_LIFETIME=timedelta(hours=3))
     client = routes(app)
     attrs = cookie_attributes(client.get("/app/set"))

@@ -8,9 +8,10 @@ the last generation the child reported or the one it was writing, the file must 
 SQLite's integrity check, and a second session in the same directory must be
 byte-for-byte untouched.
 
-This test chose the journal mode: with the rollback journal (``DELETE``) and
+This test chose the journal mode: with WAL or the rollback journal (``DELETE``) and
 ``synchronous=OFF`` it passes; with ``journal_mode=MEMORY`` or ``OFF`` it fails
-(see the comment at the top of ``sqlite_session/store.py``).
+(see the comment at the top of ``sqlite_session/store.py``). Its saves rewrite more
+pages than a WAL checkpoint waits for, so kills also land inside checkpoints.
 """
 
 from __future__ import annotations

@@ -200,7 +200,9 @@ def test_session_expiration(app: Flask) -> None:
     expected = datetime.now(timezone.utc) + app.permanent_session_lifetime
     assert expires is not None
     assert (expires.year, expires.month, expires.day) == (
-        expected.year, expected.month, expected.day
+        expected.year,
+        expected.month,
+        expected.day,
     )
     assert client.get("/test").data == b"True"
 
@@ -282,7 +284,10 @@ def test_session_cookie_setting(app: Flask) -> None:
     # a save, or at a refresh once refresh_fraction of the lifetime has passed), and a
     # read right after a save moves nothing.
     for permanent, refresh, expect in [
-        (True, True, False), (True, False, False), (False, True, False), (False, False, False)
+        (True, True, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, False),
     ]:
         state["permanent"] = permanent
         app.config["SESSION_REFRESH_EACH_REQUEST"] = refresh

@@ -45,7 +45,7 @@ def test_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
     SqliteSessionInterface(directory, allow_unsafe_directory=True)
 
 
-def test_directory_0700_files_0600_journal_0600(
+def test_directory_0700_files_0600_wal_files_0600(
     open_umask: None, make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
     app = make_app()
@@ -59,25 +59,28 @@ def test_directory_0700_files_0600_journal_0600(
     assert mode(session_dir) == 0o700
     (name,) = os.listdir(session_dir)
     assert mode(session_dir / name) == 0o600
-    # The rollback journal exists only inside a write transaction: look at it there.
+    # The -wal and -shm files exist while a connection is open: look at them then.
     store = SessionStore(str(session_dir))
     sid = name.removesuffix(".session")
     with store.transaction(sid) as tx:
         tx.apply(Changes(upserts={"k": b"x" * 3000}, expires_at=time.time() + 60))
-        journal = session_dir / f"{name}-journal"
-        assert mode(journal) == 0o600
+    assert mode(session_dir / f"{name}-wal") == 0o600
+    assert mode(session_dir / f"{name}-shm") == 0o600
 
 
+@pytest.mark.parametrize("sidecar", ["-wal", "-shm"])
 @pytest.mark.parametrize("target_exists", [True, False])
-def test_planted_journal_symlink_is_not_followed(
+def test_planted_wal_symlink_is_not_followed(
     make_app: Callable[..., Flask],
     session_dir: Path,
     tmp_path: Path,
     target_exists: bool,
+    sidecar: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A symlink at ``<id>.session-journal`` would let SQLite write (or "roll back")
-    through it: an existing target must stay unchanged, a missing one never created."""
+    """A symlink at ``<id>.session-wal`` or ``-shm`` would let SQLite write (or replay a
+    WAL) through it: an existing target must stay unchanged, a missing one never created,
+    and the request goes on with a fresh session."""
     app = make_app()
     app.config["TESTING"] = False
 
@@ -93,11 +96,11 @@ def test_planted_journal_symlink_is_not_followed(
     if target_exists:
         decoy.write_bytes(b"precious" * 500)
     before = (decoy.stat().st_mtime_ns, decoy.read_bytes()) if target_exists else None
-    (session_dir / f"{name}-journal").symlink_to(decoy)
+    (session_dir / f"{name}{sidecar}").symlink_to(decoy)
 
     with caplog.at_level(logging.WARNING, logger="sqlite_session"):
         assert client.post("/set/b").status_code == 200  # a fresh session, logged
-    assert any("journal" in r.getMessage() or "open" in r.getMessage() for r in caplog.records)
+    assert any("open" in r.getMessage() for r in caplog.records)
     after = (decoy.stat().st_mtime_ns, decoy.read_bytes()) if decoy.exists() else None
     assert after == before
-    assert (session_dir / f"{name}-journal").is_symlink()
+    assert (session_dir / f"{name}{sidecar}").is_symlink()

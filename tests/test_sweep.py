@@ -239,7 +239,10 @@ def test_stale_temporary_files_removed_after_grace(store: SessionStore, session_
 
 
 def crash_mid_write(session_dir: Path, sid: str) -> None:
-    """Kill a process in the middle of a write transaction: it leaves a hot journal."""
+    """Kill a process in the middle of a write transaction.
+
+    It leaves its -wal (holding the uncommitted pages it spilled) and -shm files behind.
+    """
     code = """
 import os, signal, sys, apsw
 conn = apsw.Connection(sys.argv[1])
@@ -251,22 +254,24 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_hot_journal_of_a_live_session_is_kept(store: SessionStore, session_dir: Path) -> None:
+def test_wal_of_a_crashed_writer_is_kept(store: SessionStore, session_dir: Path) -> None:
     sid = make_session(store, 3600, value=b'"before"')
     crash_mid_write(session_dir, sid)
-    journal = Path(store.path_for(sid) + "-journal")
-    assert journal.exists()
+    wal, shm = Path(store.path_for(sid) + "-wal"), Path(store.path_for(sid) + "-shm")
+    assert wal.stat().st_size > 10_000 and shm.exists()  # the spilled, uncommitted pages
     os.utime(store.path_for(sid), (time.time() + 3600,) * 2)
 
     report = sweep(session_dir, grace=0)
 
-    assert (report.journals_kept, report.journals_removed) == (1, 0)
-    assert journal.exists()
-    assert store.read(sid, "k") == (b'"before"', 0)  # rolled back from the journal
-    assert not journal.exists()
+    assert (report.journals_kept, report.journals_removed) == (2, 0)
+    assert wal.exists() and shm.exists()
+    assert store.read(sid, "k") == (b'"before"', 0)  # the uncommitted write is not seen
+    store.remove(sid)  # closing the last connection checkpoints and deletes both files
+    assert not wal.exists() and not shm.exists()
+    assert store.read(sid, "k") == (b'"before"', 0)
 
 
-def test_expired_session_with_hot_journal_is_rolled_back_and_removed(
+def test_expired_session_of_a_crashed_writer_is_removed_with_its_wal(
     store: SessionStore, session_dir: Path
 ) -> None:
     sid = make_session(store, -5)
@@ -332,7 +337,7 @@ def test_two_sweepers_at_once(store: SessionStore, session_dir: Path) -> None:
 
     assert all(p.returncode == 0 for p in procs)
     assert sum(r["removed"] for r in reports) == 1000
-    assert all(r["errors"] == r["broken"] == 0 for r in reports)
+    assert all(r["errors"] == r["broken"] == 0 for r in reports), [json.dumps(r) for r in reports]
     assert set(session_files(session_dir)) == {sid + ".session" for sid in live}
 
 
@@ -345,9 +350,7 @@ def test_stats(store: SessionStore, session_dir: Path) -> None:
 
     result = stats(session_dir)
 
-    on_disk = sum(
-        os.lstat(session_dir / n).st_blocks * 512 for n in session_files(session_dir)
-    )
+    on_disk = sum(os.lstat(session_dir / n).st_blocks * 512 for n in session_files(session_dir))
     assert (result.sessions, result.expired, result.session_bytes) == (4, 2, on_disk)
     assert (result.oldest_expiry, result.newest_expiry) == (min(expiries), max(expiries))
     other = os.lstat(session_dir / ".tmp-00").st_blocks * 512
