@@ -1,0 +1,77 @@
+"""The per-process pool of open connections: bounded, and never serving a stale file.
+
+A pooled connection stays open on the inode it was opened on; the pool must notice when
+the path names another file or none (an operator deleting a session file to revoke a
+login, a file replaced behind its back) and must never hold more than its capacity.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from sqlite_session.ids import new_session_id
+from sqlite_session.store import Changes, OpenStatus, SessionStore
+
+
+def make(store: SessionStore, value: bytes) -> str:
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"k": value}, expires_at=time.time() + 3600))
+    return sid
+
+
+def open_session_files(directory: Path) -> list[str]:
+    """The session files (not -wal/-shm) this process holds open, by /proc/self/fd."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)) and target.endswith(".session"):
+            found.append(target)
+    return found
+
+
+def test_a_deleted_session_file_is_not_served_from_the_pool(tmp_path: Path) -> None:
+    """Deleting a session's file revokes it at once, even in a process that has it open."""
+    store = SessionStore(str(tmp_path))
+    sid = make(store, b'"secret"')
+    assert store.open(sid, "k").row == (b'"secret"', 0)  # now pooled
+    assert open_session_files(tmp_path) == [store.path_for(sid)]
+
+    os.unlink(store.path_for(sid))
+
+    assert store.open(sid, "k").status is OpenStatus.MISSING
+
+
+def test_a_replaced_session_file_is_read_afresh(tmp_path: Path) -> None:
+    store = SessionStore(str(tmp_path))
+    sid, other = make(store, b'"old"'), make(store, b'"new"')
+    assert store.open(sid, "k").row == (b'"old"', 0)  # pooled, on the old inode
+
+    os.rename(store.path_for(other), store.path_for(sid))
+
+    assert store.open(sid, "k").row == (b'"new"', 0)
+    assert open_session_files(tmp_path) == [store.path_for(sid)]  # the stale one was closed
+
+
+def test_the_pool_keeps_at_most_its_capacity_least_recently_used_first(tmp_path: Path) -> None:
+    store = SessionStore(str(tmp_path), connection_cache_size=3)
+    sids = [make(store, str(i).encode()) for i in range(10)]
+    for sid in sids:
+        assert store.open(sid, "k").status is OpenStatus.LIVE
+    assert sorted(open_session_files(tmp_path)) == sorted(store.path_for(s) for s in sids[-3:])
+    store.open(sids[-3], "k")  # used again: now the most recent
+    store.open(sids[0], "k")  # evicts the least recently used, sids[-2]
+    expected = [sids[-3], sids[-1], sids[0]]
+    assert sorted(open_session_files(tmp_path)) == sorted(store.path_for(s) for s in expected)
+
+
+def test_a_pool_of_capacity_zero_keeps_nothing_open(tmp_path: Path) -> None:
+    store = SessionStore(str(tmp_path), connection_cache_size=0)
+    sid = make(store, b"1")
+    assert store.open(sid, "k").row == (b"1", 0)
+    assert open_session_files(tmp_path) == []
+    assert os.listdir(tmp_path) == [f"{sid}.session"]  # the last close removed -wal/-shm
