@@ -707,7 +707,7 @@ class _Checkout:
     block failed with a SQLite error or the connection is a full-disk snapshot.
     """
 
-    __slots__ = ("_store", "_path", "_write", "_conn", "_inode", "_reusable")
+    __slots__ = ("_conn", "_inode", "_path", "_reusable", "_store", "_write")
 
     def __init__(self, store: SessionStore, path: str, write: bool) -> None:
         self._store = store
