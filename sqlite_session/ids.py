@@ -80,6 +80,11 @@ class IdSigner:
         digest = hmac.new(key, sid.encode("ascii"), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
+    @property
+    def rotating(self) -> bool:
+        """True when fallback keys are accepted: a valid cookie may need re-signing."""
+        return len(self._keys) > 1
+
     def sign(self, sid: str) -> str:
         """The cookie value for ``sid``.
 
