@@ -432,12 +432,14 @@ class PerKeySession(SessionMixin):
         if self._settings.strict:
             written = upserts.keys() | self._deleted
             expected = {k: v for k, v in self._versions.items() if k in written}
+        lifetime = self._lifetime()
         return Changes(
             upserts=upserts,
             deletes=set(self._deleted),
             clear=self._cleared,
             permanent=bool(self._permanent),
-            expires_at=now + self._lifetime(),
+            expires_at=now + lifetime,
+            mirror_slack=lifetime * self._settings.refresh_fraction,
             expected=expected,
             baseline=self._baseline,
             move_to=self._new_sid if self._state is _State.BOUND else None,

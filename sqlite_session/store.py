@@ -7,10 +7,11 @@ File format
     ``meta`` (one row: expiry, state, permanent flag, change counter, key count) and
     ``kv`` (one row per session key: the change counter of its last write, then the
     encoded value; the keys also sit in the primary key's index). The expiry is also
-    mirrored into the file's mtime after every commit, so the
-    sweeper can skip a fresh session with a ``stat``; the mirror is only a hint (a crash
-    between commit and ``utime`` leaves an mtime in the past, which merely makes the file
-    a candidate that the sweeper opens and re-checks).
+    mirrored into the file's mtime, so the sweeper can skip a fresh session with a
+    ``stat``. The mirror is only a hint that may trail the expiry, never run ahead of it:
+    a save updates it only once it trails by ``refresh_fraction`` of the lifetime, and a
+    crash between commit and ``utime`` leaves it behind. A trailing mtime merely makes
+    the file a candidate that the sweeper opens, re-checks and catches up.
 
 Journal mode
     WAL, with ``synchronous=OFF``. A write transaction on an open connection costs 12-14
@@ -204,6 +205,10 @@ class Changes:
     baseline: int = 0
     move_to: str | None = None
     moved_grace: float = 0.0
+    # How far the file's mtime (the sweeper's hint) may trail the new expiry before the
+    # write updates it too: each utime is a system call, and a lagging hint only makes
+    # the sweeper open a live file once (it then catches the mtime up).
+    mirror_slack: float = 0.0
 
 
 class StorageBroken(Exception):
@@ -475,7 +480,8 @@ class SessionStore:
         live when the lock was taken.
         """
         path = self.path_for(sid)
-        with self._connection(path, write=True) as conn:
+        checkout = self._connection(path, write=True)
+        with checkout as conn:
             if conn is None:
                 yield Transaction(self, sid, None, None)
                 return
@@ -487,7 +493,7 @@ class SessionStore:
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
                     raise _lock_timeout(path, waited) from exc
-                tx = Transaction(self, sid, conn, _read_meta(conn))
+                tx = Transaction(self, sid, conn, _read_meta(conn), checkout.mtime)
                 try:
                     yield tx
                     conn.execute("COMMIT")
@@ -638,8 +644,13 @@ class SessionStore:
                 meta = _read_meta(conn)
                 return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.LIVE
             conn.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self, sid, conn, _read_meta(conn))
+            meta = _read_meta(conn)
+            tx = Transaction(self, sid, conn, meta)
             if not tx.expire_if_due(now):
+                # Its mtime trailed its expiry (see Changes.mirror_slack): catch it up, so
+                # the next sweep skips the file with a stat again.
+                with contextlib.suppress(OSError):
+                    os.utime(path, (meta.expires_at, meta.expires_at), follow_symlinks=False)
                 return SweepOutcome.LIVE
             try:
                 conn.execute("COMMIT")
@@ -707,7 +718,7 @@ class _Checkout:
     block failed with a SQLite error or the connection is a full-disk snapshot.
     """
 
-    __slots__ = ("_conn", "_inode", "_path", "_reusable", "_store", "_write")
+    __slots__ = ("_conn", "_inode", "_path", "_reusable", "_store", "_write", "mtime")
 
     def __init__(self, store: SessionStore, path: str, write: bool) -> None:
         self._store = store
@@ -716,6 +727,7 @@ class _Checkout:
         self._conn: apsw.Connection | None = None
         self._inode = (0, 0)
         self._reusable = True
+        self.mtime = 0.0  # the file's mtime when the block began
 
     def __enter__(self) -> apsw.Connection | None:
         store, path = self._store, self._path
@@ -726,6 +738,7 @@ class _Checkout:
         if not stat.S_ISREG(st.st_mode):
             raise StorageBroken(f"not a regular file (mode {stat.filemode(st.st_mode)})")
         self._inode = (st.st_dev, st.st_ino)
+        self.mtime = st.st_mtime
         conn = store._pool.take(path, self._inode)
         if conn is None:
             try:
@@ -771,9 +784,15 @@ class Transaction:
     """A session file under its write lock: read consistently, then apply one batch."""
 
     def __init__(
-        self, store: SessionStore, sid: str, conn: apsw.Connection | None, meta: Meta | None
+        self,
+        store: SessionStore,
+        sid: str,
+        conn: apsw.Connection | None,
+        meta: Meta | None,
+        mtime: float = 0.0,
     ) -> None:
         self._store = store
+        self._mtime = mtime
         self._sid = sid
         self._conn = conn
         self.meta = meta
@@ -852,7 +871,8 @@ class Transaction:
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
         )
-        self._touch = changes.expires_at
+        if changes.expires_at - self._mtime > changes.mirror_slack:
+            self._touch = changes.expires_at
         return WriteOutcome.WRITTEN
 
     def refresh(self, expires_at: float) -> bool:

@@ -52,6 +52,20 @@ def test_expiry_is_stored_in_the_file_for_every_session(
     assert abs(mtime - meta["expires_at"]) < 1
 
 
+def test_a_write_moves_the_mtime_hint_only_once_it_trails_by_the_refresh_fraction(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    client = routes(make_app(refresh_fraction=0.1))
+    client.get("/write")
+    path = session_path(session_dir, sid_of(client))
+    created = path.stat().st_mtime
+    client.get("/write")  # the expiry moved by far less than 10% of the lifetime
+    assert path.stat().st_mtime == created  # no utime: one system call saved
+    os.utime(path, (created - LIFETIME * 0.2,) * 2)  # now trailing by more than 10%
+    client.get("/write")
+    assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
+
+
 def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:
     client = routes(app)
     client.get("/write")

@@ -254,6 +254,21 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
 
 
+def test_a_trailing_mtime_is_caught_up_and_the_session_kept(
+    store: SessionStore, session_dir: Path
+) -> None:
+    """Writes move the mtime hint only in steps, so it may trail the stored expiry."""
+    sid = make_session(store, 3600)
+    path = path_of(store, sid)
+    os.utime(path, (time.time() - 10,) * 2)
+
+    report = sweep(session_dir)
+
+    assert (report.kept, report.removed) == (1, 0)
+    assert abs(path.stat().st_mtime - (time.time() + 3600)) < 60
+    assert sweep(session_dir).fresh == 1  # from now on skipped with a stat
+
+
 def test_wal_of_a_crashed_writer_is_kept(store: SessionStore, session_dir: Path) -> None:
     sid = make_session(store, 3600, value=b'"before"')
     crash_mid_write(session_dir, sid)
