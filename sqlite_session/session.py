@@ -20,7 +20,7 @@ from weakref import ref
 
 from flask.sessions import SessionMixin
 
-from .errors import SessionLockTimeout, SessionTooLarge
+from .errors import SessionLockTimeout, SessionStorageFull, SessionTooLarge
 from .ids import new_session_id
 from .serializer import Serializer
 from .store import (
@@ -531,13 +531,14 @@ class PerKeySession(SessionMixin):
             try:
                 with self._settings.store.transaction(self._sid) as tx:
                     refreshed = tx.refresh(now + lifetime)
-            except SessionLockTimeout:
-                # Held for all of lock_timeout, by a long atomic() block or a stuck
-                # process: this request only read, so it keeps its response and leaves
-                # the refresh to a later request. (Not skipped on a short wait: the
-                # sweeper takes the lock briefly to check the expiry, and a refresh that
-                # gave way to it would let a session in use expire.)
-                log.warning("session %s: expiry refresh skipped, lock busy", self._sid[:8])
+            except (SessionLockTimeout, SessionStorageFull) as exc:
+                # The lock held for all of lock_timeout (a long atomic() block or a stuck
+                # process), or no room on a full filesystem: this request only read, so it
+                # keeps its response and leaves the refresh to a later request. (Not
+                # skipped on a short wait: the sweeper takes the lock briefly to check the
+                # expiry, and a refresh that gave way to it would let a session in use
+                # expire.)
+                log.warning("session %s: expiry refresh skipped: %s", self._sid[:8], exc)
                 return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
                 return SaveResult(None, False, True, None)

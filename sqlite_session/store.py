@@ -28,9 +28,10 @@ Journal mode
     nothing that has reached the kernel.
 
     The price: while a connection to a session is open (the per-process pool keeps the
-    recently used ones), SQLite keeps a 32 KiB ``-shm`` file and a ``-wal`` file of at
-    most about 20 KiB (see :data:`WAL_CHECKPOINT_PAGES`) next to it. The last
-    connection to close folds the WAL back into the file and deletes both, so an idle
+    recently used ones), SQLite keeps a 32 KiB ``-shm`` file and a ``-wal`` file of
+    about 20 KiB (32 KiB at most after a checkpoint: :data:`WAL_CHECKPOINT_PAGES`,
+    :data:`WAL_SIZE_LIMIT`) next to it. The last connection to close folds the WAL
+    back into the file and deletes both, so an idle
     session is one file of one 4 KiB tmpfs page. New files are built without a journal
     under a temporary name and switched to WAL before the rename. A session file
     written by version 0.1 (rollback journal) is still read and written as it is.
@@ -87,6 +88,11 @@ PAGE_SIZE = 1024
 # default (1,000) let the WAL of every open session grow to 1 MiB of tmpfs; at 16 it
 # stays at 20 KiB and a small write costs 26 µs (64: 25 µs and 68 KiB; 4: 30 µs).
 WAL_CHECKPOINT_PAGES = 16
+# A checkpoint rewinds the WAL without shrinking it: after one large write it kept that
+# size (1 MiB after a 1 MiB value) while the session stayed open. Truncated to this at
+# each rewind instead.
+WAL_SIZE_LIMIT = 32 * 1024
+WAL_HEADER_SIZE = 32
 SUFFIX = ".session"
 WAL_FILES = ("-wal", "-shm")  # the files SQLite keeps next to a WAL database while it is open
 TEMP_PREFIX = ".tmp-"
@@ -365,6 +371,7 @@ class SessionStore:
         conn.setbusytimeout(int(self.busy_timeout * 1000))
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if self.max_session_bytes is not None:
             pages = max(4, self.max_session_bytes // PAGE_SIZE)
             conn.execute(f"PRAGMA max_page_count={pages}")
@@ -390,10 +397,16 @@ class SessionStore:
 
         A WAL database's first connection creates a 32 KiB ``-shm`` file; with no room for
         it, the session would be unreadable until space is freed. Failing to create it
-        means no connection is open anywhere (an open one keeps it), so every committed
-        change is in the database file itself, which ``immutable=1`` reads without locks
-        or ``-shm``. Writes need space anyway and fail with SessionStorageFull.
+        means no connection is open anywhere (an open one keeps it). If the ``-wal`` holds
+        no frame either, every committed change is in the database file itself, which
+        ``immutable=1`` reads without locks or ``-shm``. A ``-wal`` with frames (left by
+        a process that crashed with the session open) may hold the latest commits, a
+        logout's tombstone among them: then this is :class:`SessionStorageFull`, never
+        an older state. Writes need space anyway and fail with it too.
         """
+        if not _wal_is_empty(path):
+            log.error("session filesystem full: %s cannot be opened", _short_id(path))
+            raise SessionStorageFull("no space left on the session filesystem to open a session")
         uri = "file:" + urllib.parse.quote(path) + "?immutable=1"
         flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI | apsw.SQLITE_OPEN_NOFOLLOW
         conn = apsw.Connection(uri, flags=flags)
@@ -692,6 +705,8 @@ class SessionStore:
                 meta = _read_meta(conn)
             finally:
                 conn.close()
+        except SessionStorageFull:
+            return SweepOutcome.BUSY  # its latest state is in a -wal we cannot open: later
         except (apsw.Error, StorageBroken):
             return SweepOutcome.BROKEN if os.path.lexists(path) else SweepOutcome.VANISHED
         if not meta.removable(now):
@@ -871,7 +886,8 @@ class Transaction:
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
         )
-        if changes.expires_at - self._mtime > changes.mirror_slack:
+        trail = changes.expires_at - self._mtime
+        if trail > changes.mirror_slack or trail < 0:  # never leave the hint ahead either
             self._touch = changes.expires_at
         return WriteOutcome.WRITTEN
 
@@ -925,7 +941,7 @@ class Transaction:
         self._touch = tombstone_until
 
     def flush_if_removing(self) -> None:
-        """Before a tombstoned file is unlinked: copy its WAL into it (still under the lock).
+        """Before a tombstoned file is unlinked: copy its WAL into it.
 
         Once the file is unlinked SQLite can no longer checkpoint it, so its ``-wal`` and
         ``-shm`` would stay behind until the sweeper's grace period. With the tombstone
@@ -945,19 +961,21 @@ class Transaction:
         removed it after our commit: then there is nothing left to do).
         """
         path = self._store.path_for(self._sid)
-        try:
-            if self._unlink:
+        if self._unlink:
+            try:
                 os.unlink(path)
-                self._store.remove(self._sid)
-                if self._flushed:
-                    for sidecar in WAL_FILES:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path + sidecar)
-                return True
-            if self._touch is not None:
+                unlinked = True
+            except FileNotFoundError:  # another remover was first
+                unlinked = False
+            self._store.remove(self._sid)
+            if self._flushed:  # (also when the other remover was first: its close cannot)
+                for sidecar in WAL_FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path + sidecar)
+            return unlinked
+        if self._touch is not None:
+            with contextlib.suppress(FileNotFoundError):
                 os.utime(path, (self._touch, self._touch), follow_symlinks=False)
-        except FileNotFoundError:
-            pass
         return False
 
 
@@ -1021,6 +1039,14 @@ def _typed(value: object, kind: type[_T]) -> _T:
     if isinstance(value, kind):
         return value
     raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
+
+
+def _wal_is_empty(path: str) -> bool:
+    """True when the session at ``path`` has no ``-wal`` file holding frames."""
+    try:
+        return os.lstat(path + "-wal").st_size <= WAL_HEADER_SIZE
+    except FileNotFoundError:
+        return True
 
 
 def _lock_timeout(path: str, waited: float) -> SessionLockTimeout:

@@ -75,3 +75,14 @@ def test_a_pool_of_capacity_zero_keeps_nothing_open(tmp_path: Path) -> None:
     assert store.open(sid, "k").row == (b"1", 0)
     assert open_session_files(tmp_path) == []
     assert os.listdir(tmp_path) == [f"{sid}.session"]  # the last close removed -wal/-shm
+
+
+def test_an_open_sessions_wal_shrinks_back_after_a_large_write(tmp_path: Path) -> None:
+    """A checkpoint rewinds the WAL without shrinking it; the store caps what it keeps."""
+    store = SessionStore(str(tmp_path))
+    sid = make(store, b"1")
+    store.write(sid, Changes(upserts={"big": b"x" * 1_000_000}, expires_at=time.time() + 60))
+    for i in range(50):  # small writes while the session stays open (pooled)
+        store.write(sid, Changes(upserts={"k": str(i).encode()}, expires_at=time.time() + 60))
+    assert open_session_files(tmp_path) == [store.path_for(sid)]
+    assert os.stat(store.path_for(sid) + "-wal").st_size <= 32 * 1024

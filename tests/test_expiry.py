@@ -64,6 +64,9 @@ def test_a_write_moves_the_mtime_hint_only_once_it_trails_by_the_refresh_fractio
     os.utime(path, (created - LIFETIME * 0.2,) * 2)  # now trailing by more than 10%
     client.get("/write")
     assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
+    os.utime(path, (created + LIFETIME,) * 2)  # ahead of the expiry (a shortened lifetime)
+    client.get("/write")
+    assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
 
 
 def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import apsw
 import pytest
 from conftest import session_files
+from core_helpers import set_stored_expiry
 from flask import Flask, jsonify, session
 from harness import handle_session_errors
 
@@ -164,3 +165,55 @@ def test_the_sweeper_frees_a_full_disk(tiny_tmpfs: Path, session_dir: Path) -> N
     assert (report.removed, report.errors, report.broken) == (3, 0, 0)
     assert sorted(os.listdir(session_dir)) == [f"{live}.session"]  # no -wal/-shm left either
     assert store.read(live, "k") == (b"2", 0)  # read while the disk is still full
+
+
+def test_a_full_disk_never_serves_a_state_older_than_the_wal(
+    tiny_tmpfs: Path, session_dir: Path
+) -> None:
+    """A worker killed with the session open leaves its last commits in the -wal only.
+    With no room for a -shm, the file alone is not the truth: a clear error, never the
+    older state (which could be a session from before a logout)."""
+    session_dir.mkdir(mode=0o700)
+    store = SessionStore(str(session_dir))
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"user": b'"alice"'}, expires_at=time.time() + 3600))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child is killed before coverage is written
+        store.write(sid, Changes(upserts={"user": b'"bob"'}, expires_at=time.time() + 3600))
+        os.kill(os.getpid(), 9)  # killed with its connection open: the commit is in the -wal
+    os.waitpid(pid, 0)
+    wal = Path(store.path_for(sid) + "-wal")
+    assert wal.stat().st_size > 32
+    Path(store.path_for(sid) + "-shm").unlink()  # so the next open must make a new one
+    filler = tiny_tmpfs / "filler"
+    filler.mkdir()
+    fill_blocks(filler)
+
+    with pytest.raises(SessionStorageFull):
+        store.open(sid, "user")
+    assert sweep(session_dir, now=time.time() + 7200, grace=0).busy == 1  # left for later
+
+    shutil.rmtree(filler)
+    assert store.open(sid, "user").row == (b'"bob"', 1)
+
+
+def test_a_due_refresh_on_a_full_disk_keeps_the_read(
+    tiny_tmpfs: Path,
+    session_dir: Path,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = full_app(make_app)
+    client = app.test_client()
+    assert client.post("/put/stored/3000").status_code == 200
+    (name,) = session_files(session_dir)
+    set_stored_expiry(session_dir, name.removesuffix(".session"), time.time() + 60)  # due
+    filler = tiny_tmpfs / "filler"
+    filler.mkdir()
+    fill_blocks(filler)
+
+    with caplog.at_level(logging.WARNING, logger="sqlite_session"):
+        response = client.get("/get")
+
+    assert (response.status_code, response.json) == (200, {"stored": 3000})
+    assert any("refresh skipped" in r.getMessage() for r in caplog.records)
