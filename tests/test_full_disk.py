@@ -80,6 +80,14 @@ def fill_inodes(filler: Path) -> None:
         raise AssertionError("the tmpfs never ran out of inodes")
 
 
+def fill_up(tiny_tmpfs: Path, fill: Callable[[Path], None] = fill_blocks) -> Path:
+    """Fill the tiny tmpfs from a directory of its own; remove that directory to free it."""
+    filler = tiny_tmpfs / "filler"
+    filler.mkdir()
+    fill(filler)
+    return filler
+
+
 def full_app(make_app: Callable[..., Flask]) -> Flask:
     app = make_app()
     app.config["TESTING"] = False  # errors reach the app's handlers, as in production
@@ -118,9 +126,7 @@ def test_full_disk(
     stored = session_dir / name
     before = stored.read_bytes()
 
-    filler = tiny_tmpfs / "filler"
-    filler.mkdir()
-    fill(filler)
+    filler = fill_up(tiny_tmpfs, fill)
     with caplog.at_level(logging.ERROR, logger="sqlite_session"):
         grow = client.post("/put/more/20000")  # an existing session needs more pages
         create = newcomer.post("/put/first/20000")  # a new session needs a new file
@@ -156,9 +162,7 @@ def test_the_sweeper_frees_a_full_disk(tiny_tmpfs: Path, session_dir: Path) -> N
         store.create(sid, Changes(upserts={"k": b"1"}, expires_at=time.time() - 5))
     live = new_session_id()
     store.create(live, Changes(upserts={"k": b"2"}, expires_at=time.time() + 3600))
-    filler = tiny_tmpfs / "filler"
-    filler.mkdir()
-    fill_blocks(filler)
+    fill_up(tiny_tmpfs)
 
     report = sweep(session_dir, grace=0)
 
@@ -185,9 +189,7 @@ def test_a_full_disk_never_serves_a_state_older_than_the_wal(
     wal = Path(store.path_for(sid) + "-wal")
     assert wal.stat().st_size > 32
     Path(store.path_for(sid) + "-shm").unlink()  # so the next open must make a new one
-    filler = tiny_tmpfs / "filler"
-    filler.mkdir()
-    fill_blocks(filler)
+    filler = fill_up(tiny_tmpfs)
 
     with pytest.raises(SessionStorageFull):
         store.open(sid, "user")
@@ -198,19 +200,14 @@ def test_a_full_disk_never_serves_a_state_older_than_the_wal(
 
 
 def test_a_due_refresh_on_a_full_disk_keeps_the_read(
-    tiny_tmpfs: Path,
-    session_dir: Path,
-    make_app: Callable[..., Flask],
-    caplog: pytest.LogCaptureFixture,
+    tiny_tmpfs: Path, make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = full_app(make_app)
-    client = app.test_client()
+    client = full_app(make_app).test_client()
     assert client.post("/put/stored/3000").status_code == 200
+    session_dir = tiny_tmpfs / "sessions"
     (name,) = session_files(session_dir)
     set_stored_expiry(session_dir, name.removesuffix(".session"), time.time() + 60)  # due
-    filler = tiny_tmpfs / "filler"
-    filler.mkdir()
-    fill_blocks(filler)
+    fill_up(tiny_tmpfs)
 
     with caplog.at_level(logging.WARNING, logger="sqlite_session"):
         response = client.get("/get")
