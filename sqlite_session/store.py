@@ -985,10 +985,14 @@ def _read_meta(conn: apsw.Connection) -> Meta:
 
 def _read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[bytes, int] | None]:
     """The meta row and one key's value and version, in one statement."""
-    rows: list[Any] = conn.execute(_READ_META_AND_KEY, (key,)).fetchall()
-    meta = _meta_of([row[1:] for row in rows if row[0] == 0])
-    found = [(row[1], int(row[2])) for row in rows if row[0] == 1]
-    return meta, (found[0] if found else None)
+    metas: list[Any] = []
+    found = None
+    for row in conn.execute(_READ_META_AND_KEY, (key,)):
+        if row[0] == 0:
+            metas.append(row[1:])
+        elif found is None:
+            found = (row[1], _typed(row[2], int))  # a bad value is dropped when decoded
+    return _meta_of(metas), found
 
 
 def _check_format(conn: apsw.Connection) -> None:
