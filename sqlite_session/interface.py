@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 from datetime import datetime, timezone
 from typing import Any
@@ -63,7 +64,9 @@ class SqliteSessionInterface(SessionInterface):
         A read-only request pushes the expiry forward only once this fraction of the
         lifetime has passed since the last save or refresh (default 0.1).
     ``connection_cache_size``
-        Open SQLite connections kept per process (default 128).
+        Open SQLite connections kept per process (default 128). Each holds three file
+        descriptors (the file, its ``-wal`` and ``-shm``); a size that would use more
+        than half of the process's descriptor limit logs a warning.
     ``allow_unsafe_directory``
         Accept a directory owned by another user or writable by others (default False).
     ``sweep_every``
@@ -112,6 +115,7 @@ class SqliteSessionInterface(SessionInterface):
             regenerate_grace=regenerate_grace,
             refresh_fraction=refresh_fraction,
         )
+        _warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
 
@@ -217,6 +221,24 @@ def cookie_value(request: Request, name: str) -> str | None:
         else:
             return None
     return request.cookies.get(name)
+
+
+def _warn_if_too_many_files(connection_cache_size: int) -> None:
+    """Warn when the pooled connections could use up the process's file descriptors.
+
+    A WAL connection keeps three files open; a worker that runs out of descriptors
+    cannot open session files, and its users would get fresh sessions.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 3 * connection_cache_size
+    if soft != resource.RLIM_INFINITY and needed > soft // 2:
+        log.warning(
+            "connection_cache_size=%d keeps up to %d files open per process, more than "
+            "half of its limit (ulimit -n %d): lower it or raise the limit",
+            connection_cache_size,
+            needed,
+            soft,
+        )
 
 
 def _vary_on_cookie(response: Response) -> None:

@@ -7,10 +7,15 @@ login, a file replaced behind its back) and must never hold more than its capaci
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import time
 from pathlib import Path
 
+import pytest
+
+from sqlite_session import SqliteSessionInterface
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, OpenStatus, SessionStore
 
@@ -86,3 +91,14 @@ def test_an_open_sessions_wal_shrinks_back_after_a_large_write(tmp_path: Path) -
         store.write(sid, Changes(upserts={"k": str(i).encode()}, expires_at=time.time() + 60))
     assert open_session_files(tmp_path) == [store.path_for(sid)]
     assert os.stat(store.path_for(sid) + "-wal").st_size <= 32 * 1024
+
+
+def test_a_cache_that_could_exhaust_file_descriptors_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with caplog.at_level(logging.WARNING, logger="sqlite_session"):
+        SqliteSessionInterface(tmp_path / "ok")
+        assert caplog.records == []
+        SqliteSessionInterface(tmp_path / "big", connection_cache_size=soft)
+    assert any("ulimit -n" in r.getMessage() for r in caplog.records)
