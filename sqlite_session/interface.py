@@ -146,6 +146,12 @@ class SqliteSessionInterface(SessionInterface):
         """Save the request's changes and set, refresh or delete the cookie."""
         if not isinstance(session, PerKeySession):
             return
+        try:
+            self._save(app, session, response)
+        finally:
+            session.release()  # the session file's connection, held since the first read
+
+    def _save(self, app: Flask, session: PerKeySession, response: Response) -> None:
         varied = session.accessed
         if varied:
             _vary_on_cookie(response)

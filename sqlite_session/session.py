@@ -25,6 +25,7 @@ from .ids import new_session_id
 from .serializer import Serializer
 from .store import (
     Changes,
+    Lease,
     Opened,
     OpenStatus,
     SessionStore,
@@ -125,6 +126,7 @@ class PerKeySession(SessionMixin):
         self._deleted: set[str] = set()
         self._cleared = False
         self._tx: Transaction | None = None
+        self._lease: Lease | None = None  # the session file's connection, held until save
         self.modified = False
         self.accessed = False
 
@@ -185,7 +187,8 @@ class PerKeySession(SessionMixin):
         if sid is None:
             self._state = _State.NEW
             return None
-        opened = self._settings.store.open(sid, key)
+        opened = self._settings.store.open(sid, key, hold=True)
+        self._lease = opened.lease
         if opened.status is OpenStatus.LIVE:
             assert opened.meta is not None
             self._state = _State.BOUND
@@ -205,6 +208,7 @@ class PerKeySession(SessionMixin):
     def _lose_storage(self, why: str) -> None:
         """Continue as a fresh session after the file turned out to be unusable."""
         log.warning("session %s: %s; continuing with a fresh session", self._sid, why)
+        self.release(broken=True)
         self._state = _State.NEW
         self._sid = None
         self._stale_cookie = True
@@ -227,7 +231,7 @@ class PerKeySession(SessionMixin):
         store, tx = self._settings.store, self._tx
         try:
             if not with_value:
-                version = tx.version(key) if tx else store.version(self._sid, key)
+                version = tx.version(key) if tx else store.version(self._sid, key, self._lease)
                 self._versions.setdefault(key, version)
                 if version is None:
                     self._values[key] = _ABSENT
@@ -236,7 +240,7 @@ class PerKeySession(SessionMixin):
             if opened is not None:
                 row = opened.row  # read together with the meta row at first access
             else:
-                row = tx.read(key) if tx else store.read(self._sid, key)
+                row = tx.read(key) if tx else store.read(self._sid, key, self._lease)
         except StorageBroken as exc:
             self._lose_storage(f"reading {key!r} failed ({exc})")
             return _ABSENT
@@ -280,7 +284,8 @@ class PerKeySession(SessionMixin):
         if self._state is _State.BOUND and not self._cleared:
             assert self._sid is not None
             try:
-                stored = self._tx.keys() if self._tx else self._settings.store.keys(self._sid)
+                store = self._settings.store
+                stored = self._tx.keys() if self._tx else store.keys(self._sid, self._lease)
             except StorageBroken as exc:
                 self._lose_storage(f"listing keys failed ({exc})")
         present = [k for k in stored if k not in self._deleted]
@@ -385,7 +390,7 @@ class PerKeySession(SessionMixin):
         assert self._sid is not None
         yielded = False
         try:
-            with self._settings.store.transaction(self._sid, timeout) as tx:
+            with self._settings.store.transaction(self._sid, timeout, self._lease) as tx:
                 if tx.status is not OpenStatus.LIVE:
                     # Regenerated, cleared or expired meanwhile: as at save, what this
                     # request read and changed must not outlive that session: discarded.
@@ -467,8 +472,25 @@ class PerKeySession(SessionMixin):
         """Write this request's changes in one transaction (the end-of-request save).
 
         ``refresh`` (``SESSION_REFRESH_EACH_REQUEST``) lets a read-only request push the
-        expiry forward, at most once per ``refresh_fraction`` of the lifetime.
+        expiry forward, at most once per ``refresh_fraction`` of the lifetime. The
+        session file's connection is released afterwards.
         """
+        try:
+            return self._save(refresh)
+        finally:
+            self.release()
+
+    def release(self, *, broken: bool = False) -> None:
+        """Give back the session file's connection held since the first read (idempotent).
+
+        Called by the end-of-request save; a session used again after it (a streamed
+        response) checks a connection out per access, as before its first read.
+        """
+        if self._lease is not None:
+            self._lease.release(broken=broken)
+            self._lease = None
+
+    def _save(self, refresh: bool) -> SaveResult:
         self._resolve()
         now = time.time()
         store = self._settings.store
@@ -482,7 +504,7 @@ class PerKeySession(SessionMixin):
         if self._state is _State.BOUND:
             assert self._sid is not None
             try:
-                outcome = store.write(self._sid, changes)
+                outcome = store.write(self._sid, changes, self._lease)
             except StorageBroken as exc:
                 # The file went bad after it was opened (damaged data pages are only met
                 # by the write): save what this request set into a fresh session rather
@@ -536,7 +558,7 @@ class PerKeySession(SessionMixin):
         due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
         if refresh and now >= due:
             try:
-                with self._settings.store.transaction(self._sid) as tx:
+                with self._settings.store.transaction(self._sid, lease=self._lease) as tx:
                     refreshed = tx.refresh(now + lifetime)
             except (SessionLockTimeout, SessionStorageFull) as exc:
                 # The lock held for all of lock_timeout (a long atomic() block or a stuck

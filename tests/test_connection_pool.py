@@ -11,9 +11,12 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from core_helpers import spy_io
+from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
 from sqlite_session.ids import new_session_id
@@ -102,3 +105,89 @@ def test_a_cache_that_could_exhaust_file_descriptors_is_warned_about(
         assert caplog.records == []
         SqliteSessionInterface(tmp_path / "big", connection_cache_size=soft)
     assert any("ulimit -n" in r.getMessage() for r in caplog.records)
+
+
+# -- the connection a request holds from its first read to its save ------------------------
+
+
+def lease_app(make_app: Callable[..., Flask]) -> Flask:
+    app = make_app()
+    app.config["TESTING"] = False
+
+    @app.get("/set")
+    def set_() -> str:
+        session.update(a=1, b=2, c=3)
+        return "ok"
+
+    @app.get("/work")
+    def work() -> str:
+        total = session["a"] + session["b"] + session["c"]  # three keys read
+        session["n"] = total  # and one written
+        return str(total)
+
+    @app.get("/fail")
+    def fail() -> str:
+        _ = session["a"]
+        raise RuntimeError("the view failed after reading")
+
+    @app.get("/logout")
+    def logout() -> str:
+        _ = session["a"]
+        session.clear()
+        return "bye"
+
+    return app
+
+
+def test_one_checkout_per_request_however_many_keys_it_touches(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    writer = lease_app(make_app).test_client()
+    writer.get("/set")
+    client = lease_app(make_app).test_client()  # a fresh interface: nothing pooled yet
+    client.set_cookie("session", writer.get_cookie("session").value)  # type: ignore[union-attr]
+    with spy_io(session_dir) as log:
+        assert client.get("/work").text == "6"
+    assert [op for op, _ in log.events].count("os.lstat") == 1  # was four: one per access
+    store = client.application.session_interface.store  # type: ignore[attr-defined]
+    assert store._pool._size == 1  # and it went back to the pool at the end
+
+
+@pytest.mark.parametrize("path", ["/fail", "/logout"])
+def test_the_held_connection_is_given_back_or_closed(
+    make_app: Callable[..., Flask], session_dir: Path, path: str
+) -> None:
+    """A failed view (nothing saved) gives it back; a logout closes it with the file."""
+    client = lease_app(make_app).test_client()
+    client.get("/set")
+    store = client.application.session_interface.store  # type: ignore[attr-defined]
+    response = client.get(path)
+    if path == "/fail":
+        assert response.status_code == 500
+        assert store._pool._size == 1 and len(open_session_files(session_dir)) == 1
+    else:
+        assert response.text == "bye"
+        assert store._pool._size == 0 and open_session_files(session_dir) == []
+        assert os.listdir(session_dir) == []  # no -wal/-shm left either
+
+
+def test_a_file_deleted_by_hand_during_a_request_is_never_brought_back(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """The held connection still writes the request's save, into the deleted file: the
+    path stays gone, and the next request starts afresh."""
+    app = lease_app(make_app)
+
+    @app.get("/revoke-during")
+    def revoke_during() -> str:
+        _ = session["a"]
+        for name in os.listdir(session_dir):  # an operator revokes the session now
+            os.unlink(session_dir / name)
+        session["n"] = 1
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set")
+    assert client.get("/revoke-during").status_code == 200
+    assert os.listdir(session_dir) == []
+    assert client.get("/work").status_code == 500  # KeyError: a fresh, empty session
