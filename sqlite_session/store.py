@@ -127,7 +127,7 @@ _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
 
 # The first access of a request nearly always reads one key: reading it in the same
-# statement as the meta row takes one read transaction (lock, hot-journal check, unlock)
+# statement as the meta row takes one read transaction (lock, checks, unlock)
 # and one connection checkout instead of two. Measured on tmpfs with apsw 3.54: meta then
 # key 11 + 13 µs as two statements, 19 µs as one; plus a saved checkout (lstat and pool,
 # ~7 µs). UNION ALL, not a LEFT JOIN: this SQLite (built with STAT4) re-prepares the
@@ -595,9 +595,9 @@ class SessionStore:
     def _out_of_space(self, exc: BaseException, conn: apsw.Connection) -> bool:
         """Whether a failed write ran out of blocks or inodes on the session filesystem.
 
-        A journal that cannot be created for lack of an inode is a ``CantOpenError``
-        whose errno SQLite has already overwritten (it retries read-only), so the
-        filesystem is asked.
+        A journal, ``-wal`` or ``-shm`` that cannot be created for lack of an inode is a
+        ``CantOpenError`` whose errno SQLite has already overwritten (it retries
+        read-only), so the filesystem is asked.
         """
         if isinstance(exc, apsw.FullError):
             return True

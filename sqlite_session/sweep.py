@@ -53,7 +53,7 @@ DEFAULT_GRACE = 3600.0
 DEFAULT_LOCK_TIMEOUT = 0.1
 PROGRESS_EVERY = 4096  # entries between two progress callbacks
 
-_TEMP_RE = re.compile(r"\.tmp-[0-9a-f]+(?:-journal)?|\.probe-[0-9]+")
+_TEMP_RE = re.compile(r"\.tmp-[0-9a-f]+(?:-journal|-wal|-shm)?|\.probe-[0-9]+")
 _SIDECARS = ("-journal", "-wal", "-shm")
 
 Event = Callable[[str, str], None]

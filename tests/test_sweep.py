@@ -228,13 +228,14 @@ def test_symlinks_and_directories_are_never_followed_nor_removed(
 
 def test_stale_temporary_files_removed_after_grace(store: SessionStore, session_dir: Path) -> None:
     names = [".tmp-0123456789abcdef", ".tmp-0123456789abcdef-journal", ".probe-1234"]
+    names += [".tmp-0123456789abcdef-wal", ".tmp-0123456789abcdef-shm"]
     for name in names:
         (session_dir / name).write_bytes(b"x")
         os.utime(session_dir / name, (time.time() + 3600,) * 2)  # mtime means nothing here
 
     assert sweep(session_dir, grace=3600).temp_removed == 0
     assert sorted(os.listdir(session_dir)) == sorted(names)
-    assert sweep(session_dir, grace=0).temp_removed == 3
+    assert sweep(session_dir, grace=0).temp_removed == len(names)
     assert os.listdir(session_dir) == []
 
 
