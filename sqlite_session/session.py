@@ -208,7 +208,8 @@ class PerKeySession(SessionMixin):
     def _lose_storage(self, why: str) -> None:
         """Continue as a fresh session after the file turned out to be unusable."""
         log.warning("session %s: %s; continuing with a fresh session", self._sid, why)
-        self.release(broken=True)
+        if self._tx is None:  # inside atomic() the transaction block releases it
+            self.release(broken=True)
         self._state = _State.NEW
         self._sid = None
         self._stale_cookie = True

@@ -457,7 +457,7 @@ class SessionStore:
                     return Opened(OpenStatus.MOVED, None)
                 if meta.state != LIVE or meta.expires_at <= time.time():
                     return Opened(OpenStatus.EXPIRED, None)
-                if hold:
+                if hold and checkout.writable:  # a full-disk snapshot is not held
                     lease = checkout.keep()
         except (StorageBroken, apsw.Error) as exc:
             log.warning("ignoring unreadable session file %s: %s", _short_id(path), exc)
@@ -505,8 +505,10 @@ class SessionStore:
         live when the lock was taken.
         """
         path = self.path_for(sid)
-        borrowed = lease is not None and lease.active and lease.writable
-        checkout = lease.borrow() if lease and borrowed else self._connection(path, write=True)
+        if lease is not None and lease.active:
+            checkout: _Borrowed | _Checkout = lease.borrow()
+        else:
+            checkout = self._connection(path, write=True)
         with checkout as conn:
             if conn is None:
                 yield Transaction(self, sid, None, None)
@@ -537,7 +539,8 @@ class SessionStore:
                 raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 if timeout is not None:
-                    conn.setbusytimeout(int(self.busy_timeout * 1000))
+                    with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
+                        conn.setbusytimeout(int(self.busy_timeout * 1000))
         if tx.after_commit() and lease is not None:
             lease.release(broken=True)  # its file is gone: never back into the pool
 
@@ -803,6 +806,11 @@ class _Checkout:
         if isinstance(exc, apsw.BusyError):
             raise _lock_timeout(self._path, self._store.busy_timeout) from exc
 
+    @property
+    def writable(self) -> bool:
+        """False for a full-disk snapshot (see :meth:`SessionStore._open_snapshot`)."""
+        return self._reusable
+
     def keep(self) -> Lease:
         """Hold the connection beyond the ``with`` block, for the rest of the request."""
         self._kept = True
@@ -831,7 +839,10 @@ class Lease:
     protocol meanwhile shows its tombstone through the held connection as through any
     other; a file deleted by hand during the request is noticed at the next request.
     A lease not released (a request that never reached its save) is closed when it is
-    garbage-collected.
+    garbage-collected. A connection whose file another party removed during the request
+    goes back to the pool all the same, where it is never handed out again (the path no
+    longer names its inode) and waits for LRU eviction: bounded by the pool's capacity.
+    Like the session it belongs to, a lease is used by one thread at a time.
     """
 
     __slots__ = ("_checkout",)
@@ -842,11 +853,6 @@ class Lease:
     @property
     def active(self) -> bool:
         return self._checkout._conn is not None
-
-    @property
-    def writable(self) -> bool:
-        """False for a full-disk snapshot (see :meth:`SessionStore._open_snapshot`)."""
-        return self._checkout._reusable
 
     @property
     def mtime(self) -> float:

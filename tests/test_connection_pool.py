@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
 import pytest
 from core_helpers import spy_io
 from flask import Flask, session
@@ -191,3 +192,26 @@ def test_a_file_deleted_by_hand_during_a_request_is_never_brought_back(
     assert client.get("/revoke-during").status_code == 200
     assert os.listdir(session_dir) == []
     assert client.get("/work").status_code == 500  # KeyError: a fresh, empty session
+
+
+def test_damage_met_inside_atomic_gives_a_fresh_session_not_a_500(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """Inside atomic() the held connection belongs to the transaction block, which must
+    be the one to close it (closing it early broke the busy-timeout restore: a 500)."""
+    app = lease_app(make_app)
+
+    @app.get("/atomic-bad")
+    def atomic_bad() -> str:
+        _ = session["a"]
+        with session.atomic(2.0):
+            return repr(session.get("b"))
+
+    client = app.test_client()
+    client.get("/set")
+    (name,) = os.listdir(session_dir)
+    conn = apsw.Connection(str(session_dir / name))
+    conn.execute("UPDATE kv SET value = 123 WHERE key = 'b'")  # not an encoded value
+    conn.close()
+    response = client.get("/atomic-bad")
+    assert (response.status_code, response.text) == (200, "None")

@@ -169,6 +169,8 @@ def test_the_sweeper_frees_a_full_disk(tiny_tmpfs: Path, session_dir: Path) -> N
     assert (report.removed, report.errors, report.broken) == (3, 0, 0)
     assert sorted(os.listdir(session_dir)) == [f"{live}.session"]  # no -wal/-shm left either
     assert store.read(live, "k") == (b"2", 0)  # read while the disk is still full
+    opened = store.open(live, "k", hold=True)
+    assert opened.row == (b"2", 0) and opened.lease is None  # a snapshot is never held
 
 
 def test_a_full_disk_never_serves_a_state_older_than_the_wal(
