@@ -62,8 +62,8 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriv
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     try:
         driver = webdriver.Chrome(options=options, service=service)
-    except WebDriverException as exc:
-        pytest.skip(f"Chromium could not be started: {exc.msg}")
+    except WebDriverException as exc:  # installed (see pytestmark) but broken: a failure
+        pytest.fail(f"Chromium is installed but could not be started: {exc.msg}")
     try:
         yield driver
     finally:

@@ -204,12 +204,13 @@ def watched(directory: Path) -> Iterator[list[int]]:
     """Collect the inotify event masks of ``directory`` and its files during the block."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:
-        pytest.skip("inotify is not available")
+    if fd < 0:  # a kernel without inotify, or the per-user instance limit reached
+        pytest.skip(f"inotify is not available: {os.strerror(ctypes.get_errno())}")
     masks: list[int] = []
     try:
         if libc.inotify_add_watch(fd, str(directory).encode(), IN_ALL_EVENTS) < 0:
-            pytest.skip("cannot watch the session directory")
+            # the per-user watch limit (fs.inotify.max_user_watches) reached
+            pytest.skip(f"cannot watch the session directory: {os.strerror(ctypes.get_errno())}")
         yield masks
         try:
             data = os.read(fd, 1 << 16)
