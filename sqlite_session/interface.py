@@ -176,9 +176,9 @@ class SqliteSessionInterface(SessionInterface):
         else:
             # The client already holds exactly this cookie unless the id or the expiry
             # changed, or it was signed with a fallback key (then it is re-signed now).
-            name = self.get_cookie_name(app)
             if not result.set_cookie and not signer.rotating:
                 return
+            name = self.get_cookie_name(app)
             value = signer.sign(result.sid)
             if not result.set_cookie and cookie_value(current_request, name) == value:
                 return

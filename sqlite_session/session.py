@@ -474,24 +474,8 @@ class PerKeySession(SessionMixin):
 
         ``refresh`` (``SESSION_REFRESH_EACH_REQUEST``) lets a read-only request push the
         expiry forward, at most once per ``refresh_fraction`` of the lifetime. The
-        session file's connection is released afterwards.
+        caller then calls :meth:`release`.
         """
-        try:
-            return self._save(refresh)
-        finally:
-            self.release()
-
-    def release(self, *, broken: bool = False) -> None:
-        """Give back the session file's connection held since the first read (idempotent).
-
-        Called by the end-of-request save; a session used again after it (a streamed
-        response) checks a connection out per access, as before its first read.
-        """
-        if self._lease is not None:
-            self._lease.release(broken=broken)
-            self._lease = None
-
-    def _save(self, refresh: bool) -> SaveResult:
         self._resolve()
         now = time.time()
         store = self._settings.store
@@ -530,6 +514,17 @@ class PerKeySession(SessionMixin):
                 return SaveResult(None, False, False, None)
             self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
         return self._create(changes)
+
+    def release(self, *, broken: bool = False) -> None:
+        """Give back the session file's connection held since the first read (idempotent).
+
+        The interface calls it when the request's save is over, whichever way it ended;
+        a session used again after it (a streamed response) checks a connection out per
+        access, as before its first read.
+        """
+        if self._lease is not None:
+            self._lease.release(broken=broken)
+            self._lease = None
 
     def _cookie_changed(self) -> bool:
         """Whether a save under the same id changed the cookie's Expires.

@@ -735,9 +735,7 @@ class SessionStore:
         except FileNotFoundError:
             return SweepOutcome.VANISHED
         self.remove(sid)
-        for sidecar in WAL_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path + sidecar)
+        _unlink_wal_files(path)
         return SweepOutcome.REMOVED
 
 
@@ -1079,9 +1077,7 @@ class Transaction:
                 unlinked = False
             self._store.remove(self._sid)
             if self._flushed:  # (also when the other remover was first: its close cannot)
-                for sidecar in WAL_FILES:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path + sidecar)
+                _unlink_wal_files(path)
             return unlinked
         if self._touch is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -1153,6 +1149,13 @@ def _typed(value: object, kind: type[_T]) -> _T:
     if isinstance(value, kind):
         return value
     raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
+
+
+def _unlink_wal_files(path: str) -> None:
+    """Remove the ``-wal`` and ``-shm`` of an unlinked session file (whichever exist)."""
+    for sidecar in WAL_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + sidecar)
 
 
 def _wal_is_empty(path: str) -> bool:
