@@ -1112,6 +1112,22 @@ def _check_format(conn: apsw.Connection) -> None:
 
 
 def _meta_of(rows: list[Any]) -> Meta:
+    """The ``meta`` row, checked to hold what our schema stores (else StorageBroken)."""
+    if len(rows) == 1:  # the usual case, checked in one expression (twice per write)
+        expires_at, state, permanent, seq, nkeys = rows[0]
+        if (
+            type(expires_at) is float
+            and type(state) is int
+            and type(permanent) is int
+            and type(seq) is int
+            and type(nkeys) is int
+        ):
+            return Meta(expires_at, state, permanent != 0, seq, nkeys)
+    return _checked_meta(rows)
+
+
+def _checked_meta(rows: list[Any]) -> Meta:
+    """:func:`_meta_of` for a row of unusual types: accepted if usable, else StorageBroken."""
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
     expires_at, state, permanent, seq, nkeys = rows[0]
