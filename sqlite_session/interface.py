@@ -120,7 +120,7 @@ class SqliteSessionInterface(SessionInterface):
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
 
     def _signer(self, app: Flask) -> IdSigner:
-        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.config["SECRET_KEY"])
         signer = self._signers.get(keys)
         if signer is None:
             signer = self._signers[keys] = IdSigner(keys)
@@ -130,7 +130,7 @@ class SqliteSessionInterface(SessionInterface):
         """A lazy session: no cookie parsing, signature check or file access until used."""
         if self.sweeper is not None:
             self.sweeper.ensure_running()  # off the request's path: a background thread
-        if not app.secret_key:
+        if not app.config["SECRET_KEY"]:
             return None  # Flask then uses its NullSession, which explains the missing key
 
         def read_sid() -> str | None:
@@ -159,15 +159,19 @@ class SqliteSessionInterface(SessionInterface):
             return
         if response.status_code >= 500 and not self.save_on_error:
             return
-        refresh_each = bool(app.config["SESSION_REFRESH_EACH_REQUEST"])
-        # Everything that can refuse the cookie is checked before a write that may create
-        # a file: a bad key or SameSite value must not leave a file whose id no client will
-        # ever hold. A request with nothing to write (most are read-only) creates no file,
-        # so it looks the cookie attributes up only if it sets or deletes a cookie
-        # (4-5 µs saved per read-only request).
-        signer = self._signer(app)
-        attributes = self._cookie_attributes(app) if session.pending() else None
-        result = session.save(refresh=refresh_each)
+        attributes: dict[str, Any] | None = None
+
+        def check_cookie() -> None:
+            # Everything that can refuse the cookie (a bad key or SameSite value) is
+            # checked before a file is created: no file whose id no client will ever hold.
+            # Looked up only then, or when a cookie is set or deleted: a request that
+            # reads or writes an existing session under the same id (most requests)
+            # skips the six lookups (5 µs).
+            nonlocal attributes
+            self._signer(app)
+            attributes = self._cookie_attributes(app)
+
+        result = session.save(bool(app.config["SESSION_REFRESH_EACH_REQUEST"]), check_cookie)
         if result.remove_cookie:
             attributes = attributes or self._cookie_attributes(app)
             response.delete_cookie(self.get_cookie_name(app), **attributes)
@@ -176,10 +180,10 @@ class SqliteSessionInterface(SessionInterface):
         else:
             # The client already holds exactly this cookie unless the id or the expiry
             # changed, or it was signed with a fallback key (then it is re-signed now).
-            if not result.set_cookie and not signer.rotating:
+            if not result.set_cookie and not app.config.get("SECRET_KEY_FALLBACKS"):
                 return
             name = self.get_cookie_name(app)
-            value = signer.sign(result.sid)
+            value = self._signer(app).sign(result.sid)
             if not result.set_cookie and cookie_value(current_request, name) == value:
                 return
             expires = None

@@ -102,6 +102,23 @@ class PerKeySession(SessionMixin):
     ``PERMANENT_SESSION_LIFETIME`` in seconds.
     """
 
+    # The starting state of every request's session. As class attributes, an instance
+    # stores only what a request changes: a request that never touches its session (most
+    # requests of most apps) sets 8 attributes instead of 21 (40 fewer bytecodes).
+    _state = _State.UNRESOLVED
+    _sid: str | None = None
+    _new_sid: str | None = None
+    _stale_cookie = False
+    _expires_at: float | None = None
+    _baseline = 0
+    _permanent: bool | None = None
+    _stored_permanent = False  # the permanent flag of the file when it was opened
+    _cleared = False
+    _tx: Transaction | None = None
+    _lease: Lease | None = None  # the session file's connection, held until save
+    modified = False
+    accessed = False
+
     def __init__(
         self,
         settings: SessionSettings,
@@ -111,24 +128,11 @@ class PerKeySession(SessionMixin):
         self._settings = settings
         self._read_sid = read_sid
         self._lifetime = lifetime
-        self._state = _State.UNRESOLVED
-        self._sid: str | None = None
-        self._new_sid: str | None = None
-        self._stale_cookie = False
-        self._expires_at: float | None = None
-        self._baseline = 0
-        self._permanent: bool | None = None
-        self._stored_permanent = False  # the permanent flag of the file when it was opened
         self._values: dict[str, Any] = {}
         self._versions: dict[str, int | None] = {}
         self._encoded: dict[str, bytes] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
-        self._cleared = False
-        self._tx: Transaction | None = None
-        self._lease: Lease | None = None  # the session file's connection, held until save
-        self.modified = False
-        self.accessed = False
 
     # -- identity ------------------------------------------------------------------
 
@@ -469,12 +473,15 @@ class PerKeySession(SessionMixin):
         """True once the request has read or changed the session's data."""
         return self._state is not _State.UNRESOLVED or self.modified
 
-    def save(self, refresh: bool) -> SaveResult:
+    def save(self, refresh: bool, check_cookie: Callable[[], object]) -> SaveResult:
         """Write this request's changes in one transaction (the end-of-request save).
 
         ``refresh`` (``SESSION_REFRESH_EACH_REQUEST``) lets a read-only request push the
-        expiry forward, at most once per ``refresh_fraction`` of the lifetime. The
-        caller then calls :meth:`release`.
+        expiry forward, at most once per ``refresh_fraction`` of the lifetime.
+        ``check_cookie`` is called before a new session file is created (a new session,
+        a regenerated id, a fresh copy of a damaged one) and raises if no cookie could
+        be set for it: then nothing is written, and no file is left whose id no client
+        will ever hold. The caller then calls :meth:`release`.
         """
         self._resolve()
         now = time.time()
@@ -488,6 +495,8 @@ class PerKeySession(SessionMixin):
         changes = self._changes(now)
         if self._state is _State.BOUND:
             assert self._sid is not None
+            if self._new_sid is not None:
+                check_cookie()  # the write creates the regenerated session's file
             try:
                 outcome = store.write(self._sid, changes, self._lease)
             except StorageBroken as exc:
@@ -495,7 +504,7 @@ class PerKeySession(SessionMixin):
                 # by the write): save what this request set into a fresh session rather
                 # than fail this and every later request carrying the same cookie.
                 self._lose_storage(f"writing failed ({exc})")
-                return self._create(self._changes(now))
+                return self._create(self._changes(now), check_cookie)
             self._settled(outcome)
             if outcome is WriteOutcome.WRITTEN:
                 return SaveResult(self._sid, self._cookie_changed(), False, changes.expires_at)
@@ -513,7 +522,7 @@ class PerKeySession(SessionMixin):
                 log.info("session ended during the request; changes discarded")
                 return SaveResult(None, False, False, None)
             self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
-        return self._create(changes)
+        return self._create(changes, check_cookie)
 
     def release(self, *, broken: bool = False) -> None:
         """Give back the session file's connection held since the first read (idempotent).
@@ -538,10 +547,11 @@ class PerKeySession(SessionMixin):
         """
         return bool(self._permanent) or self._permanent != self._stored_permanent
 
-    def _create(self, changes: Changes) -> SaveResult:
+    def _create(self, changes: Changes, check_cookie: Callable[[], object]) -> SaveResult:
         """Store this request's values as a new session file under a new id."""
         if not changes.upserts:
             return SaveResult(None, False, self._stale_cookie, None)
+        check_cookie()
         sid = self._new_sid or new_session_id(self._settings.node)
         self._settings.store.create(sid, changes)
         self._sid, self._new_sid, self._state = sid, None, _State.BOUND

@@ -30,21 +30,50 @@ def _app(make_app: Callable[..., Flask]) -> Flask:
     return app
 
 
-def test_a_read_only_request_never_needs_the_cookie_attributes(
+def test_the_cookie_attributes_are_needed_only_where_a_cookie_is_set_or_a_file_created(
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
-    """As with Flask's cookie session, a bad SameSite only fails where a cookie is set."""
+    """As with Flask's cookie session, a bad SameSite only fails where a cookie is set.
+
+    A request that reads, or writes under the id its client already holds, sets no
+    cookie. A new session is refused before its file is created.
+    """
     app = _app(make_app)
     client = app.test_client()
     client.get("/write")
     app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
     response = client.get("/read")
     assert response.text == "1" and "Set-Cookie" not in response.headers
+    response = client.get("/write")
+    assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    assert client.get("/read").text == "2"
     with pytest.raises(ValueError, match=r"(?i)samesite"):
-        client.get("/write")  # refused before the write: the stored value is unchanged
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    assert client.get("/read").text == "1"
+        app.test_client().get("/write")  # a new session: refused before its file exists
     assert len(session_files(session_dir)) == 1
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    assert client.get("/read").text == "2"
+
+
+def test_a_regenerate_that_cannot_set_its_cookie_creates_no_file(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """The new id's file is created inside the write: the cookie is checked before it."""
+    app = _app(make_app)
+
+    @app.get("/login")
+    def login() -> str:
+        session.regenerate()  # type: ignore[attr-defined]
+        session["n"] = 10
+        return "ok"
+
+    client = app.test_client()
+    client.get("/write")
+    app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
+    with pytest.raises(ValueError, match=r"(?i)samesite"):
+        client.get("/login")
+    assert len(session_files(session_dir)) == 1
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    assert client.get("/read").text == "1"  # the old session, untouched
 
 
 def test_a_cookie_deletion_still_carries_the_configured_attributes(
