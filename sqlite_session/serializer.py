@@ -31,11 +31,39 @@ class Serializer(Protocol):
         ...
 
 
-# Values of these exact types carry no tag in Flask's tagged JSON: they are plain JSON,
-# and the standard library encodes and decodes them byte for byte the same way. Going
-# through Flask's tagger (every tag's check, then the app's JSON provider) costs 6-9 µs
-# per value, json.dumps 0.2-2 µs; most session values are such scalars.
-_PLAIN_TYPES = (str, int, float, bool, type(None))
+# Values of exactly str, int, float, bool or None carry no tag in Flask's tagged JSON:
+# they are plain JSON, encoded and decoded here byte for byte as Flask does (tested).
+# Going through Flask's tagger (every tag's check, then the app's JSON provider) costs
+# 6-9 µs per value, json.dumps 0.2-2 µs, the direct spellings below 0.1-0.3 µs; most
+# session values are such scalars.
+_JSON_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def _plain_json_loads(text: str) -> Any:
+    """``json.loads(text)``, with its commonest cases done directly (0.3 µs against 1.4).
+
+    Decoded directly: a string without escapes or control characters (what json.dumps
+    writes for most text), ``true``, ``false``, ``null``, and a decimal integer in JSON's
+    own form (no sign, no leading zero). Anything else, valid or not, is left to
+    :func:`json.loads`. A property test checks that both always agree.
+    """
+    first = text[:1]
+    if first == '"':
+        inner = text[1:-1]
+        if (
+            len(text) > 1
+            and text[-1] == '"'
+            and '"' not in inner
+            and "\\" not in inner
+            and inner.isprintable()  # (JSON forbids raw control characters)
+        ):
+            return inner
+    elif first.isdigit() and text.isascii() and text.isdigit():
+        if first != "0" or len(text) == 1:
+            return int(text)
+    elif text in _JSON_WORDS:
+        return _JSON_WORDS[text]
+    return json.loads(text)
 
 
 class TaggedJSONSerializer:
@@ -45,8 +73,15 @@ class TaggedJSONSerializer:
         self._tagged = _FlaskTaggedJSON()
 
     def dumps(self, value: Any) -> bytes:
-        if type(value) in _PLAIN_TYPES:
+        kind = type(value)
+        if kind is str or kind is float:  # (float: json.dumps spells NaN and infinities)
             return json.dumps(value).encode("utf-8")
+        if kind is int:
+            return int.__repr__(value).encode("ascii")  # json.dumps's spelling: 0.2 µs, not 1.4
+        if kind is bool:
+            return b"true" if value else b"false"
+        if value is None:
+            return b"null"
         try:
             return self._tagged.dumps(value).encode("utf-8")
         except ValueError as exc:  # e.g. a circular reference
@@ -55,7 +90,7 @@ class TaggedJSONSerializer:
     def loads(self, data: bytes) -> Any:
         text = data.decode("utf-8")
         if "{" not in text:  # tags are JSON objects: without one there is nothing to undo
-            return json.loads(text)
+            return _plain_json_loads(text)
         return self._tagged.loads(text)
 
 
