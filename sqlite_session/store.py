@@ -458,7 +458,7 @@ class SessionStore:
                 if meta.state != LIVE or meta.expires_at <= time.time():
                     return Opened(OpenStatus.EXPIRED, None)
                 if hold and checkout.writable:  # a full-disk snapshot is not held
-                    lease = checkout.keep()
+                    lease = checkout.keep(meta)
         except (StorageBroken, apsw.Error) as exc:
             log.warning("ignoring unreadable session file %s: %s", _short_id(path), exc)
             return Opened(OpenStatus.BROKEN, None)
@@ -521,7 +521,7 @@ class SessionStore:
                 except apsw.BusyError as exc:
                     waited = self.busy_timeout if timeout is None else timeout
                     raise _lock_timeout(path, waited) from exc
-                tx = Transaction(self, sid, conn, _read_meta(conn), checkout.mtime)
+                tx = Transaction(self, sid, conn, checkout.meta_now(conn), checkout.mtime)
                 try:
                     yield tx
                     conn.execute("COMMIT")
@@ -809,10 +809,18 @@ class _Checkout:
         """False for a full-disk snapshot (see :meth:`SessionStore._open_snapshot`)."""
         return self._reusable
 
-    def keep(self) -> Lease:
-        """Hold the connection beyond the ``with`` block, for the rest of the request."""
+    def keep(self, meta: Meta) -> Lease:
+        """Hold the connection beyond the ``with`` block, for the rest of the request.
+
+        ``meta`` is the meta row the block has just read (see :meth:`Lease.meta_now`).
+        """
+        assert self._conn is not None
         self._kept = True
-        return Lease(self)
+        return Lease(self, meta, self._conn.data_version())
+
+    def meta_now(self, conn: apsw.Connection) -> Meta:
+        """The meta row, inside a transaction on ``conn``."""
+        return _read_meta(conn)
 
     def release(self, *, broken: bool = False) -> None:
         """End the checkout: the connection goes back to the pool, or is closed if broken."""
@@ -843,10 +851,26 @@ class Lease:
     Like the session it belongs to, a lease is used by one thread at a time.
     """
 
-    __slots__ = ("_checkout",)
+    __slots__ = ("_checkout", "_data_version", "_meta")
 
-    def __init__(self, checkout: _Checkout) -> None:
+    def __init__(self, checkout: _Checkout, meta: Meta, data_version: int) -> None:
         self._checkout = checkout
+        self._meta = meta
+        self._data_version = data_version
+
+    def meta_now(self, conn: apsw.Connection) -> Meta:
+        """The meta row, inside a transaction on the held connection.
+
+        The row read when the lease was taken, if nothing has changed the database
+        since: SQLite's data version (``SQLITE_FCNTL_DATA_VERSION``) moves with every
+        commit, by this connection or any other process, and is brought up to date when a
+        transaction begins (SQLite clears its own page cache on the same signal). That
+        saves the write transaction re-reading the row: a statement and its checks,
+        2 µs of a write's 25.
+        """
+        if conn.data_version() == self._data_version:
+            return self._meta
+        return _read_meta(conn)
 
     @property
     def active(self) -> bool:
@@ -888,6 +912,9 @@ class _Borrowed:
 
     def __enter__(self) -> apsw.Connection | None:
         return self._lease._checkout._conn
+
+    def meta_now(self, conn: apsw.Connection) -> Meta:
+        return self._lease.meta_now(conn)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object

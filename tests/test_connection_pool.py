@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -215,3 +217,56 @@ def test_damage_met_inside_atomic_gives_a_fresh_session_not_a_500(
     conn.close()
     response = client.get("/atomic-bad")
     assert (response.status_code, response.text) == (200, "None")
+
+
+WRITE_FROM_ANOTHER_PROCESS = """
+import sys, time
+from sqlite_session.store import Changes, SessionStore
+store = SessionStore(sys.argv[1])
+if sys.argv[3] == "add":
+    changes = Changes(upserts={"x": b"7"}, expires_at=time.time() + 3600)
+else:
+    changes = Changes(clear=True)
+print(store.write(sys.argv[2], changes).value)
+"""
+
+
+@pytest.mark.parametrize("change", ["add", "clear"])
+def test_a_save_sees_what_another_process_committed_after_its_first_read(
+    make_app: Callable[..., Flask], session_dir: Path, change: str
+) -> None:
+    """The held connection's write transaction trusts the meta row it read at first
+    access only if nothing was committed since: here another process commits in between
+    (a new key, or a logout that removes the session)."""
+    app = lease_app(make_app)
+    interface = app.session_interface
+    assert isinstance(interface, SqliteSessionInterface)
+
+    @app.get("/meanwhile")
+    def meanwhile() -> str:
+        total = session["a"]  # the meta row is read now
+        sid = session.sid  # type: ignore[attr-defined]
+        done = subprocess.run(
+            [sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, str(session_dir), sid, change],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        session["n"] = total
+        return done.stdout.strip()
+
+    client = app.test_client()
+    client.get("/set")
+    (name,) = os.listdir(session_dir)
+    response = client.get("/meanwhile")
+    if change == "clear":
+        assert response.text == "removed"
+        assert os.listdir(session_dir) == []  # the logout stands: nothing written back
+        return
+    assert response.text == "written"
+    conn = apsw.Connection(str(session_dir / name))
+    try:
+        rows = dict(conn.execute("SELECT key, version FROM kv").fetchall())
+        (nkeys, seq), = conn.execute("SELECT nkeys, seq FROM meta").fetchall()
+    finally:
+        conn.close()
+    assert set(rows) == {"a", "b", "c", "x", "n"} and nkeys == 5
+    assert rows["n"] > rows["x"] and seq == rows["n"]  # a change counter of its own
