@@ -10,7 +10,7 @@ import logging
 import os
 import resource
 import stat
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Flask, Request, Response
@@ -138,7 +138,10 @@ class SqliteSessionInterface(SessionInterface):
             return self._signer(app).unsign(value) if value else None
 
         def lifetime() -> float:
-            return app.permanent_session_lifetime.total_seconds()
+            # What app.permanent_session_lifetime gives (Flask accepts a timedelta or
+            # seconds), without the descriptor and converter calls.
+            value = app.config["PERMANENT_SESSION_LIFETIME"]
+            return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
         return PerKeySession(self.settings, read_sid, lifetime)
 
