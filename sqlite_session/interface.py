@@ -120,7 +120,7 @@ class SqliteSessionInterface(SessionInterface):
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
 
     def _signer(self, app: Flask) -> IdSigner:
-        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.config["SECRET_KEY"])
+        keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
         signer = self._signers.get(keys)
         if signer is None:
             signer = self._signers[keys] = IdSigner(keys)
@@ -130,7 +130,7 @@ class SqliteSessionInterface(SessionInterface):
         """A lazy session: no cookie parsing, signature check or file access until used."""
         if self.sweeper is not None:
             self.sweeper.ensure_running()  # off the request's path: a background thread
-        if not app.config["SECRET_KEY"]:
+        if not app.secret_key:
             return None  # Flask then uses its NullSession, which explains the missing key
 
         def read_sid() -> str | None:
@@ -138,10 +138,12 @@ class SqliteSessionInterface(SessionInterface):
             return self._signer(app).unsign(value) if value else None
 
         def lifetime() -> float:
-            # What app.permanent_session_lifetime gives (Flask accepts a timedelta or
-            # seconds), without the descriptor and converter calls.
+            # What app.permanent_session_lifetime gives (a timedelta, or seconds as
+            # Flask converts them), without its descriptor and converter calls.
             value = app.config["PERMANENT_SESSION_LIFETIME"]
-            return value.total_seconds() if isinstance(value, timedelta) else float(value)
+            if not isinstance(value, timedelta):
+                value = timedelta(seconds=value)
+            return value.total_seconds()
 
         return PerKeySession(self.settings, read_sid, lifetime)
 
@@ -166,14 +168,16 @@ class SqliteSessionInterface(SessionInterface):
 
         def check_cookie() -> None:
             # Everything that can refuse the cookie (a bad key or SameSite value) is
-            # checked before a file is created: no file whose id no client will ever hold.
-            # Looked up only then, or when a cookie is set or deleted: a request that
-            # reads or writes an existing session under the same id (most requests)
-            # skips the six lookups (5 µs).
+            # checked before a write that creates a file or ends with a cookie to set or
+            # delete: never a file whose id no client will hold, nor a 500 after a write.
+            # A request that reads, or writes under the id its client already holds
+            # (most requests), skips the six lookups (5 µs).
             nonlocal attributes
             self._signer(app)
             attributes = self._cookie_attributes(app)
 
+        if app.config.get("SECRET_KEY_FALLBACKS") and session.pending():
+            check_cookie()  # the write may end with the cookie re-signed
         result = session.save(bool(app.config["SESSION_REFRESH_EACH_REQUEST"]), check_cookie)
         if result.remove_cookie:
             attributes = attributes or self._cookie_attributes(app)

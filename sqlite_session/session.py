@@ -412,7 +412,9 @@ class PerKeySession(SessionMixin):
                     yield
                     if self._state is not _State.BOUND:  # a read inside met damage
                         raise StorageBroken("damaged file met inside atomic()")  # roll back
-                    outcome = tx.apply(self._changes(time.time()))
+                    # A pending regenerate() is left to the end-of-request save, which
+                    # hands the client the new id (moved here, it lost the session).
+                    outcome = tx.apply(self._changes(time.time(), move=False))
                 finally:
                     self._tx = None
         except StorageBroken as exc:
@@ -439,7 +441,7 @@ class PerKeySession(SessionMixin):
 
     # -- saving --------------------------------------------------------------------
 
-    def _changes(self, now: float) -> Changes:
+    def _changes(self, now: float, *, move: bool = True) -> Changes:
         upserts = {}
         for key in self._dirty:
             value = self._values[key]
@@ -459,7 +461,7 @@ class PerKeySession(SessionMixin):
             mirror_slack=lifetime * self._settings.refresh_fraction,
             expected=expected,
             baseline=self._baseline,
-            move_to=self._new_sid if self._state is _State.BOUND else None,
+            move_to=self._new_sid if move and self._state is _State.BOUND else None,
             moved_grace=self._settings.regenerate_grace,
         )
 
@@ -495,8 +497,10 @@ class PerKeySession(SessionMixin):
         changes = self._changes(now)
         if self._state is _State.BOUND:
             assert self._sid is not None
-            if self._new_sid is not None:
-                check_cookie()  # the write creates the regenerated session's file
+            if self._new_sid or self._cleared or self._deleted or self._cookie_changed():
+                # The write may create the regenerated session's file, or end with a
+                # cookie to set or delete: one that cannot be set must stop it first.
+                check_cookie()
             try:
                 outcome = store.write(self._sid, changes, self._lease)
             except StorageBroken as exc:

@@ -76,6 +76,81 @@ def test_a_regenerate_that_cannot_set_its_cookie_creates_no_file(
     assert client.get("/read").text == "1"  # the old session, untouched
 
 
+@pytest.mark.parametrize("path", ["/write-permanent", "/clear", "/delete-last"])
+def test_a_write_that_would_end_with_a_cookie_is_refused_before_it_is_stored(
+    make_app: Callable[..., Flask], session_dir: Path, path: str
+) -> None:
+    """A permanent session's save sets a new Expires; a logout or the last key's deletion
+    deletes the cookie: a bad SameSite must stop them before the write, not after."""
+    app = _app(make_app)
+
+    @app.get("/write-permanent")
+    def write_permanent() -> str:
+        session.permanent = True
+        session["n"] = session.get("n", 0) + 1
+        return "ok"
+
+    @app.get("/delete-last")
+    def delete_last() -> str:
+        del session["n"]
+        return "ok"
+
+    client = app.test_client()
+    client.get("/write")
+    app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
+    with pytest.raises(ValueError, match=r"(?i)samesite"):
+        client.get(path)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    assert client.get("/read").text == "1"  # unchanged: nothing was written
+    assert len(session_files(session_dir)) == 1
+
+
+def test_a_write_that_may_re_sign_the_cookie_is_refused_before_it_is_stored(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """During a key rotation a cookie signed with the old key is re-signed at save."""
+    app = _app(make_app)
+    client = app.test_client()
+    client.get("/write")
+    app.config.update(SECRET_KEY="rotated", SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])
+    app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
+    with pytest.raises(ValueError, match=r"(?i)samesite"):
+        client.get("/write")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    assert client.get("/read").text == "1"
+    assert len(session_files(session_dir)) == 1
+
+
+def test_regenerate_then_atomic_hands_the_client_the_new_id(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """An atomic() block after regenerate() commits its changes; the move to the new id
+    is the end-of-request save's, which sends the new cookie."""
+    app = _app(make_app)
+
+    @app.get("/login")
+    def login() -> str:
+        session.regenerate()  # type: ignore[attr-defined]
+        with session.atomic():  # type: ignore[attr-defined]
+            session["user"] = "alice"
+        return "ok"
+
+    @app.get("/user")
+    def user() -> str:
+        return repr(session.get("user"))
+
+    client = app.test_client()
+    client.get("/write")
+    old_cookie = client.get_cookie("session")
+    assert old_cookie is not None
+    response = client.get("/login")
+    assert "Set-Cookie" in response.headers
+    assert client.get("/user").text == "'alice'" and client.get("/read").text == "1"
+    stale = app.test_client()
+    stale.set_cookie("session", old_cookie.value)
+    assert stale.get("/user").text == "None"  # the old id names only a tombstone now
+
+
 def test_a_cookie_deletion_still_carries_the_configured_attributes(
     make_app: Callable[..., Flask],
 ) -> None:
