@@ -149,8 +149,8 @@ class SqliteSessionInterface(SessionInterface):
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save the request's changes and set, refresh or delete the cookie."""
-        if not isinstance(session, PerKeySession):
-            return
+        if not isinstance(session, PerKeySession) or not (session.accessed or session.touched()):
+            return  # never looked at (most requests): nothing to save, release or vary on
         try:
             self._save(app, session, response)
         finally:
