@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import ctypes
+import errno
 import hmac
 import os
 import struct
@@ -204,13 +205,20 @@ def watched(directory: Path) -> Iterator[list[int]]:
     """Collect the inotify event masks of ``directory`` and its files during the block."""
     libc = ctypes.CDLL(None, use_errno=True)
     fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-    if fd < 0:  # a kernel without inotify, or the per-user instance limit reached
-        pytest.skip(f"inotify is not available: {os.strerror(ctypes.get_errno())}")
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EMFILE):  # anything else is a bug: fail
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        # a kernel without inotify, or the per-user instance limit reached
+        pytest.skip(f"inotify is not available: {os.strerror(err)}")
     masks: list[int] = []
     try:
         if libc.inotify_add_watch(fd, str(directory).encode(), IN_ALL_EVENTS) < 0:
+            err = ctypes.get_errno()
+            if err != errno.ENOSPC:  # a wrong path or flag is a bug: fail
+                raise OSError(err, f"inotify_add_watch {directory}: {os.strerror(err)}")
             # the per-user watch limit (fs.inotify.max_user_watches) reached
-            pytest.skip(f"cannot watch the session directory: {os.strerror(ctypes.get_errno())}")
+            pytest.skip(f"cannot watch the session directory: {os.strerror(err)}")
         yield masks
         try:
             data = os.read(fd, 1 << 16)
