@@ -480,10 +480,11 @@ class PerKeySession(SessionMixin):
 
         ``refresh`` (``SESSION_REFRESH_EACH_REQUEST``) lets a read-only request push the
         expiry forward, at most once per ``refresh_fraction`` of the lifetime.
-        ``check_cookie`` is called before a new session file is created (a new session,
-        a regenerated id, a fresh copy of a damaged one) and raises if no cookie could
-        be set for it: then nothing is written, and no file is left whose id no client
-        will ever hold. The caller then calls :meth:`release`.
+        ``check_cookie`` is called before a write that creates a session file (a new
+        session, a regenerated id, a fresh copy of a damaged one) or may end with a
+        cookie to set or delete (a permanent session's new Expires, a logout, the last
+        key deleted), and raises if that cookie could not be set: then nothing is
+        written. The caller then calls :meth:`release`.
         """
         self._resolve()
         now = time.time()

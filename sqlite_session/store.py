@@ -914,6 +914,7 @@ class _Borrowed:
         return self._lease._checkout._conn
 
     def meta_now(self, conn: apsw.Connection) -> Meta:
+        """The meta row, inside a transaction: see :meth:`Lease.meta_now`."""
         return self._lease.meta_now(conn)
 
     def __exit__(
@@ -1140,7 +1141,7 @@ def _check_format(conn: apsw.Connection) -> None:
 
 def _meta_of(rows: list[Any]) -> Meta:
     """The ``meta`` row, checked to hold what our schema stores (else StorageBroken)."""
-    if len(rows) == 1:  # the usual case, checked in one expression (twice per write)
+    if len(rows) == 1:  # the usual case, checked in one expression (every request)
         expires_at, state, permanent, seq, nkeys = rows[0]
         if (
             type(expires_at) is float
