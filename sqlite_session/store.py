@@ -246,9 +246,20 @@ class SweepOutcome(Enum):
     NEWER = "newer"  # a session file of a newer format: untouched
 
 
+# How long a pooled connection is handed out without an ``lstat`` of its path after the
+# last one that found the path still naming the connection's inode. The lstat notices a
+# file deleted or replaced by hand (removals by this package leave a tombstone in the
+# file, which the connection reads either way); it was the costliest step of a pooled
+# read: a system call of 2-7 µs on this guest, 9-15% of a request's session work. A
+# burst of requests (a page and its XHRs, a client under load) pays for one.
+REVALIDATE_AFTER = 0.1
+
+
 class _Pooled(NamedTuple):
     conn: apsw.Connection
     inode: tuple[int, int]
+    mtime: float  # the file's mtime as this process last saw (lstat) or set (utime) it
+    checked: float  # time.monotonic() of the last lstat that found the path naming inode
 
 
 _live_pools: weakref.WeakSet[_ConnectionPool] = weakref.WeakSet()
@@ -272,9 +283,10 @@ class _ConnectionPool:
 
     Opening a connection and loading the schema costs ~110 µs, a read on an open one
     ~10 µs (see DESIGN.md), so idle connections are kept. A connection is handed to one
-    thread at a time. It is reused only if the path still names the inode it was opened
-    on, which catches files swept, removed or replaced by another process. After a fork
-    the inherited connections are dropped: SQLite connections must not cross a fork.
+    thread at a time. The checkout reuses one only while the path still names the inode
+    it was opened on (checked at most every :data:`REVALIDATE_AFTER` seconds), which
+    catches files deleted or replaced by hand. After a fork the inherited connections
+    are dropped: SQLite connections must not cross a fork.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -294,8 +306,8 @@ class _ConnectionPool:
         self._idle = {}
         self._size = 0
 
-    def take(self, path: str, inode: tuple[int, int]) -> apsw.Connection | None:
-        """An idle connection to ``path`` opened on ``inode``; others of the path are closed."""
+    def take(self, path: str) -> _Pooled | None:
+        """The idle connection to ``path`` given back last, if any."""
         with self._lock:
             idle = self._idle.get(path)
             if not idle:
@@ -304,10 +316,7 @@ class _ConnectionPool:
             self._size -= 1
             if not idle:
                 del self._idle[path]
-        if pooled.inode == inode:
-            return pooled.conn
-        pooled.conn.close()  # the path now names another file
-        return self.take(path, inode)
+        return pooled
 
     def give(self, path: str, pooled: _Pooled) -> None:
         """Keep an idle connection, closing the least recently used beyond capacity."""
@@ -541,8 +550,12 @@ class SessionStore:
                 if timeout is not None:
                     with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
                         conn.setbusytimeout(int(self.busy_timeout * 1000))
-        if tx.after_commit() and lease is not None:
-            lease.release(broken=True)  # its file is gone: never back into the pool
+        unlinked = tx.after_commit()
+        if lease is not None:
+            if unlinked:
+                lease.release(broken=True)  # its file is gone: never back into the pool
+            elif tx.touched is not None:
+                lease.mtime = tx.touched  # pooled with it: the next write needs no utime
 
     def write(self, sid: str, changes: Changes, lease: Lease | None = None) -> WriteOutcome:
         """Apply ``changes`` to an existing session in one transaction."""
@@ -744,12 +757,23 @@ class _Checkout:
     a generator-based context manager cost 3-4 µs per use, twice per writing request).
 
     A connection is taken from the pool (if the path still names the inode it was
-    opened on) or opened; at the end of the block it goes back to the pool, unless the
-    block failed with a SQLite error or the connection is a full-disk snapshot, or
-    unless :meth:`keep` made it a :class:`Lease` that outlives the block.
+    opened on: see :data:`REVALIDATE_AFTER`) or opened; at the end of the block it goes
+    back to the pool, unless the block failed with a SQLite error or the connection is a
+    full-disk snapshot, or unless :meth:`keep` made it a :class:`Lease` that outlives
+    the block.
     """
 
-    __slots__ = ("_conn", "_inode", "_kept", "_path", "_reusable", "_store", "_write", "mtime")
+    __slots__ = (
+        "_checked",
+        "_conn",
+        "_inode",
+        "_kept",
+        "_path",
+        "_reusable",
+        "_store",
+        "_write",
+        "mtime",
+    )
 
     def __init__(self, store: SessionStore, path: str, write: bool) -> None:
         self._store = store
@@ -759,19 +783,32 @@ class _Checkout:
         self._inode = (0, 0)
         self._reusable = True
         self._kept = False
-        self.mtime = 0.0  # the file's mtime when the block began
+        self._checked = 0.0
+        self.mtime = 0.0  # the file's mtime when the block began, as far as we know
 
     def __enter__(self) -> apsw.Connection | None:
         store, path = self._store, self._path
+        now = time.monotonic()
+        pooled = store._pool.take(path)
+        if pooled is not None and now - pooled.checked < REVALIDATE_AFTER:
+            self._inode, self.mtime, self._checked = pooled.inode, pooled.mtime, pooled.checked
+            self._conn = pooled.conn
+            return pooled.conn
         try:
             st = os.lstat(path)
         except FileNotFoundError:
+            self._discard(pooled)  # deleted by hand
             return None
         if not stat.S_ISREG(st.st_mode):
+            self._discard(pooled)
             raise StorageBroken(f"not a regular file (mode {stat.filemode(st.st_mode)})")
         self._inode = (st.st_dev, st.st_ino)
         self.mtime = st.st_mtime
-        conn = store._pool.take(path, self._inode)
+        self._checked = now
+        if pooled is not None and pooled.inode != self._inode:
+            self._discard(pooled)  # the path now names another file
+            pooled = None
+        conn = pooled.conn if pooled is not None else None
         if conn is None:
             try:
                 conn = store._open_connection(path)
@@ -804,6 +841,12 @@ class _Checkout:
         if isinstance(exc, apsw.BusyError):
             raise _lock_timeout(self._path, self._store.busy_timeout) from exc
 
+    def _discard(self, pooled: _Pooled | None) -> None:
+        """Close the connections pooled for a path that no longer names their file."""
+        if pooled is not None:
+            pooled.conn.close()
+            self._store._pool.forget(self._path)
+
     @property
     def writable(self) -> bool:
         """False for a full-disk snapshot (see :meth:`SessionStore._open_snapshot`)."""
@@ -831,7 +874,9 @@ class _Checkout:
             with contextlib.suppress(apsw.Error):
                 conn.execute("ROLLBACK")
         if self._reusable and not broken:
-            self._store._pool.give(self._path, _Pooled(conn, self._inode))
+            self._store._pool.give(
+                self._path, _Pooled(conn, self._inode, self.mtime, self._checked)
+            )
         else:
             conn.close()
 
@@ -843,11 +888,11 @@ class Lease:
     two locked pool operations, ~5 µs): a request that read three keys and saved did it
     four times. Through a lease only the first access does. A session removed by the
     protocol meanwhile shows its tombstone through the held connection as through any
-    other; a file deleted by hand during the request is noticed at the next request.
-    A lease not released (a request that never reached its save) is closed when it is
-    garbage-collected. A connection whose file another party removed during the request
-    goes back to the pool all the same, where it is never handed out again (the path no
-    longer names its inode) and waits for LRU eviction: bounded by the pool's capacity.
+    other; a file deleted by hand is noticed by the first request that checks the path
+    again (:data:`REVALIDATE_AFTER`). A lease not released (a request that never reached
+    its save) is closed when it is garbage-collected. A connection whose file was
+    removed during the request goes back to the pool all the same: until that check it
+    shows the tombstone (or, deleted by hand, the deleted file), then it is closed.
     Like the session it belongs to, a lease is used by one thread at a time.
     """
 
@@ -878,7 +923,12 @@ class Lease:
 
     @property
     def mtime(self) -> float:
+        """The file's mtime as last seen or set (the sweeper's hint; see :class:`Changes`)."""
         return self._checkout.mtime
+
+    @mtime.setter
+    def mtime(self, value: float) -> None:
+        self._checkout.mtime = value
 
     def query(self, query: Callable[[apsw.Connection], _T]) -> _T:
         """Run ``query`` on the held connection; a failure is :class:`StorageBroken`."""
@@ -949,7 +999,7 @@ class Transaction:
         self.meta = meta
         self._unlink = False
         self._flushed = False
-        self._touch: float | None = None
+        self.touched: float | None = None  # the mtime after_commit sets
 
     @property
     def status(self) -> OpenStatus:
@@ -1024,7 +1074,7 @@ class Transaction:
         )
         trail = changes.expires_at - self._mtime
         if trail > changes.mirror_slack or trail < 0:  # never leave the hint ahead either
-            self._touch = changes.expires_at
+            self.touched = changes.expires_at
         return WriteOutcome.WRITTEN
 
     def refresh(self, expires_at: float) -> bool:
@@ -1033,7 +1083,7 @@ class Transaction:
             return False
         assert self._conn is not None
         self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
-        self._touch = expires_at
+        self.touched = expires_at
         return True
 
     def expire_if_due(self, now: float) -> bool:
@@ -1074,7 +1124,7 @@ class Transaction:
             "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
             (MOVED, tombstone_until, seq),
         )
-        self._touch = tombstone_until
+        self.touched = tombstone_until
 
     def flush_if_removing(self) -> None:
         """Before a tombstoned file is unlinked: copy its WAL into it.
@@ -1107,9 +1157,9 @@ class Transaction:
             if self._flushed:  # (also when the other remover was first: its close cannot)
                 _unlink_wal_files(path)
             return unlinked
-        if self._touch is not None:
+        if self.touched is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.utime(path, (self._touch, self._touch), follow_symlinks=False)
+                os.utime(path, (self.touched, self.touched), follow_symlinks=False)
         return False
 
 

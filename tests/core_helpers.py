@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 import apsw
 import pytest
 from flask.testing import FlaskClient
+
+from sqlite_session.store import REVALIDATE_AFTER
 
 COOKIE = "session"
 
@@ -63,6 +66,16 @@ def stored_meta(session_dir: Path, sid: str) -> dict[str, Any]:
         return dict(zip(names, row, strict=True))
     finally:
         conn.close()
+
+
+def after_revalidation() -> None:
+    """Wait until pooled connections check their file's path again.
+
+    A change made by hand (a file deleted, replaced or touched behind the store's back)
+    is seen by a process holding the file open only from then on; changes made through
+    the store are seen at once.
+    """
+    time.sleep(REVALIDATE_AFTER)
 
 
 def set_stored_expiry(session_dir: Path, sid: str, expires_at: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import spy_io
+from core_helpers import after_revalidation, spy_io
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
@@ -46,15 +46,40 @@ def open_session_files(directory: Path) -> list[str]:
 
 
 def test_a_deleted_session_file_is_not_served_from_the_pool(tmp_path: Path) -> None:
-    """Deleting a session's file revokes it at once, even in a process that has it open."""
+    """Deleting a session's file by hand revokes it, even in a process that has it open
+    (within REVALIDATE_AFTER: the requests of the next 0.1 s may still be served)."""
     store = SessionStore(str(tmp_path))
     sid = make(store, b'"secret"')
     assert store.open(sid, "k").row == (b'"secret"', 0)  # now pooled
     assert open_session_files(tmp_path) == [store.path_for(sid)]
 
     os.unlink(store.path_for(sid))
+    after_revalidation()
 
     assert store.open(sid, "k").status is OpenStatus.MISSING
+    assert open_session_files(tmp_path) == []  # the connection to the deleted file closed
+
+
+def test_a_connection_checked_moments_ago_is_reused_without_an_lstat(tmp_path: Path) -> None:
+    """A burst of requests pays for one lstat; a removal through the store (here by a
+    second store, as another process would) is seen at once all the same: the removed
+    file holds a tombstone that the pooled connection reads."""
+    store, other = SessionStore(str(tmp_path)), SessionStore(str(tmp_path))
+    sid = make(store, b'"secret"')
+    with spy_io(tmp_path) as first:
+        assert store.open(sid, "k").row == (b'"secret"', 0)  # opened: now pooled
+    with spy_io(tmp_path) as burst:
+        for _ in range(3):
+            assert store.open(sid, "k").row == (b'"secret"', 0)
+    assert [op for op, _ in first.events].count("os.lstat") == 1
+    assert [op for op, _ in burst.events].count("os.lstat") == 0
+
+    other.write(sid, Changes(deletes={"k"}, expires_at=time.time() + 60))  # emptied: removed
+    assert not os.path.exists(store.path_for(sid))
+    with spy_io(tmp_path) as after:
+        opened = store.open(sid, "k")
+    assert [op for op, _ in after.events].count("os.lstat") == 0  # the pooled connection
+    assert opened.status is OpenStatus.EXPIRED and opened.row is None
 
 
 def test_a_replaced_session_file_is_read_afresh(tmp_path: Path) -> None:
@@ -63,6 +88,7 @@ def test_a_replaced_session_file_is_read_afresh(tmp_path: Path) -> None:
     assert store.open(sid, "k").row == (b'"old"', 0)  # pooled, on the old inode
 
     os.rename(store.path_for(other), store.path_for(sid))
+    after_revalidation()
 
     assert store.open(sid, "k").row == (b'"new"', 0)
     assert open_session_files(tmp_path) == [store.path_for(sid)]  # the stale one was closed
@@ -178,7 +204,7 @@ def test_a_file_deleted_by_hand_during_a_request_is_never_brought_back(
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
     """The held connection still writes the request's save, into the deleted file: the
-    path stays gone, and the next request starts afresh."""
+    path stays gone, and the next request (after REVALIDATE_AFTER) starts afresh."""
     app = lease_app(make_app)
 
     @app.get("/revoke-during")
@@ -193,6 +219,7 @@ def test_a_file_deleted_by_hand_during_a_request_is_never_brought_back(
     client.get("/set")
     assert client.get("/revoke-during").status_code == 200
     assert os.listdir(session_dir) == []
+    after_revalidation()
     assert client.get("/work").status_code == 500  # KeyError: a fresh, empty session
 
 

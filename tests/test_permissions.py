@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import session_files
-from core_helpers import session_path, sid_of
+from core_helpers import after_revalidation, session_path, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
 
@@ -47,6 +47,7 @@ def test_a_session_file_is_never_opened_through_a_symlink(
     victim_sid = sid_of(client)
     real.unlink()
     real.symlink_to(decoy)
+    after_revalidation()  # until then the process reads the unlinked file it has open
 
     attacker = app.test_client()
     attacker.set_cookie("session", IdSigner(["test secret"]).sign(victim_sid))
