@@ -9,8 +9,9 @@ File format
     encoded value; the keys also sit in the primary key's index). The expiry is also
     mirrored into the file's mtime, so the sweeper can skip a fresh session with a
     ``stat``. The mirror is only a hint that may trail the expiry, never run ahead of it:
-    a save updates it only once it trails by ``refresh_fraction`` of the lifetime, and a
-    crash between commit and ``utime`` leaves it behind. A trailing mtime merely makes
+    a save updates it only once it trails by ``refresh_fraction`` of the lifetime (or
+    when the save shortens the expiry), and a crash between commit and ``utime`` leaves
+    it behind. A trailing mtime merely makes
     the file a candidate that the sweeper opens, re-checks and catches up.
 
 Journal mode
@@ -37,7 +38,8 @@ Journal mode
     written by version 0.1 (rollback journal) is still read and written as it is.
 
 Removal and hand-over
-    A session file is never unlinked while someone may still write to it unnoticed.
+    This package never unlinks a session file while someone may still write to it
+    unnoticed (a file deleted by hand is noticed within :data:`REVALIDATE_AFTER`).
     Whoever removes one (the sweeper, a request that emptied it, a ``regenerate()``)
     takes the write lock (``BEGIN IMMEDIATE``), re-checks, sets ``meta.state`` to
     :data:`GONE` (or :data:`MOVED`) and commits before unlinking. Every write begins the
@@ -535,6 +537,8 @@ class SessionStore:
                     yield tx
                     conn.execute("COMMIT")
                     tx.flush_if_removing()
+                    if tx.touched is not None:  # pooled with the connection: the mtime
+                        checkout.mtime = tx.touched  # after_commit is about to set
                 except BaseException as exc:
                     no_space = self._out_of_space(exc, conn)  # before ROLLBACK resets errno
                     with contextlib.suppress(apsw.Error):
@@ -550,12 +554,8 @@ class SessionStore:
                 if timeout is not None:
                     with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
                         conn.setbusytimeout(int(self.busy_timeout * 1000))
-        unlinked = tx.after_commit()
-        if lease is not None:
-            if unlinked:
-                lease.release(broken=True)  # its file is gone: never back into the pool
-            elif tx.touched is not None:
-                lease.mtime = tx.touched  # pooled with it: the next write needs no utime
+        if tx.after_commit() and lease is not None:
+            lease.release(broken=True)  # its file is gone: never back into the pool
 
     def write(self, sid: str, changes: Changes, lease: Lease | None = None) -> WriteOutcome:
         """Apply ``changes`` to an existing session in one transaction."""
@@ -954,11 +954,18 @@ class Lease:
 class _Borrowed:
     """A lease's connection used for a ``with`` block, with :class:`_Checkout`'s error rules."""
 
-    __slots__ = ("_lease", "mtime")
+    __slots__ = ("_lease",)
 
     def __init__(self, lease: Lease) -> None:
         self._lease = lease
-        self.mtime = lease.mtime
+
+    @property
+    def mtime(self) -> float:
+        return self._lease.mtime
+
+    @mtime.setter
+    def mtime(self, value: float) -> None:
+        self._lease.mtime = value
 
     def __enter__(self) -> apsw.Connection | None:
         return self._lease._checkout._conn
@@ -1072,8 +1079,11 @@ class Transaction:
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
         )
+        # The mtime known here may be out of date (see REVALIDATE_AFTER), but it never
+        # exceeds the stored expiry: a write that shortens the expiry (a shorter lifetime)
+        # always moves it, so that the hint is never left ahead of the new expiry.
         trail = changes.expires_at - self._mtime
-        if trail > changes.mirror_slack or trail < 0:  # never leave the hint ahead either
+        if trail > changes.mirror_slack or trail < 0 or changes.expires_at < meta.expires_at:
             self.touched = changes.expires_at
         return WriteOutcome.WRITTEN
 

@@ -22,6 +22,7 @@ from core_helpers import after_revalidation, spy_io
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
+from sqlite_session import store as store_module
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, OpenStatus, SessionStore
 
@@ -60,10 +61,13 @@ def test_a_deleted_session_file_is_not_served_from_the_pool(tmp_path: Path) -> N
     assert open_session_files(tmp_path) == []  # the connection to the deleted file closed
 
 
-def test_a_connection_checked_moments_ago_is_reused_without_an_lstat(tmp_path: Path) -> None:
+def test_a_connection_checked_moments_ago_is_reused_without_an_lstat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A burst of requests pays for one lstat; a removal through the store (here by a
     second store, as another process would) is seen at once all the same: the removed
     file holds a tombstone that the pooled connection reads."""
+    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # however slow the machine
     store, other = SessionStore(str(tmp_path)), SessionStore(str(tmp_path))
     sid = make(store, b'"secret"')
     with spy_io(tmp_path) as first:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from core_helpers import (
@@ -24,6 +25,11 @@ from core_helpers import (
 from flask import Flask, session
 from flask.testing import FlaskClient
 from werkzeug.http import parse_date
+
+from sqlite_session import store as store_module
+from sqlite_session.ids import new_session_id
+from sqlite_session.store import Changes, SessionStore
+from sqlite_session.sweep import sweep
 
 LIFETIME = 100.0
 
@@ -76,6 +82,67 @@ def test_a_write_moves_the_mtime_hint_only_once_it_trails_by_the_refresh_fractio
     after_revalidation()
     client.get("/write")
     assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
+
+
+def test_a_burst_of_writes_moves_a_trailing_hint_once(
+    make_app: Callable[..., Flask], session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pooled connection carries the mtime its write set: the writes that follow,
+    handed the connection without a new lstat, need no utime of their own."""
+    client = routes(make_app(refresh_fraction=0.1))
+    client.get("/write")
+    client.get("/write")  # the connection is pooled
+    path = session_path(session_dir, sid_of(client))
+    os.utime(path, (time.time() - LIFETIME,) * 2)  # trailing, as after a checkpoint
+    after_revalidation()
+    utimes: list[str] = []
+    real_utime = os.utime
+
+    def utime_spy(target: str, *args: Any, **kwargs: Any) -> None:
+        utimes.append(target)
+        real_utime(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", utime_spy)
+    client.get("/write")  # checks the path, finds the hint trailing: moves it
+    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # no check during the burst
+    for _ in range(4):
+        client.get("/write")
+    assert utimes == [str(path)]
+    expiry = stored_meta(session_dir, sid_of(client))["expires_at"]
+    assert expiry - LIFETIME * 0.1 <= path.stat().st_mtime <= expiry
+
+
+def test_a_shorter_expiry_moves_the_hint_where_the_known_mtime_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections to one session (two threads or workers) each know the mtime as
+    they last saw it. A write that shortens the expiry (a shorter lifetime, as in a
+    rolling deploy) must move the hint even where the mtime it knows is older than the
+    one on disk: left ahead of the expiry, the hint would hide the expired session from
+    the sweeper until the longer expiry."""
+    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # reuse without a check
+    store = SessionStore(str(tmp_path))
+    short, long = 1800.0, 31 * 86400.0
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + short))
+    first = store.open(sid, "k", hold=True).lease
+    second = store.open(sid, "k", hold=True).lease  # knows the mtime of the short expiry
+    assert first is not None and second is not None
+    longer = Changes(upserts={"k": b'"1"'}, expires_at=time.time() + long, mirror_slack=long / 9)
+    store.write(sid, longer, first)  # moves the mtime to the long expiry
+    first.release()
+    second.release()  # given back last: handed out next, with its old mtime
+    lease = store.open(sid, "k", hold=True).lease
+    assert lease is not None
+    shorter = Changes(upserts={"k": b'"2"'}, expires_at=time.time() + short, mirror_slack=9.0)
+    store.write(sid, shorter, lease)
+    lease.release()
+
+    expiry = store.open(sid).meta.expires_at  # type: ignore[union-attr]
+    assert os.stat(store.path_for(sid)).st_mtime <= expiry
+    report = sweep(str(tmp_path), now=expiry + 1)
+    assert report.removed == 1
+    assert not os.path.exists(store.path_for(sid))
 
 
 def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:
