@@ -17,7 +17,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.wait import WebDriverWait
 from servers import free_port, gunicorn
 
@@ -103,8 +103,23 @@ def click_and_wait(driver: WebDriver, button: str) -> None:
         except (StaleElementReferenceException, WebDriverException):
             if attempt == 2:
                 raise
-    WebDriverWait(driver, PAGE_TIMEOUT).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, PAGE_TIMEOUT).until(lambda _: unloaded(old_page))
     page_loaded(driver)
+
+
+def unloaded(element: WebElement) -> bool:
+    """Whether ``element``'s document is gone: ``expected_conditions.staleness_of``, plus
+    ChromeDriver's other answer while a navigation swaps documents (an "unhandled
+    inspector error: Node with given id does not belong to the document", met in a CI run)."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def submit(driver: WebDriver, field: str, value: str, button: str) -> None:
