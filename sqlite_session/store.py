@@ -131,8 +131,8 @@ _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction (lock, checks, unlock)
 # and one connection checkout instead of two. Measured on tmpfs with apsw 3.54: meta then
-# key 11 + 13 µs as two statements, 19 µs as one; plus a saved checkout (lstat and pool,
-# ~7 µs). UNION ALL, not a LEFT JOIN: this SQLite (built with STAT4) re-prepares the
+# key 11 + 13 µs as two statements, 19 µs as one; plus a saved checkout (then an lstat and
+# the pool, ~7 µs). UNION ALL, not a LEFT JOIN: this SQLite (built with STAT4) re-prepares the
 # LEFT JOIN form at every execution because its plan depends on the bound key (py-spy:
 # 28% of the statement's time in sqlite3Reprepare); UNION ALL is never re-prepared and
 # reads the row once (two scalar subqueries would walk a large value's pages twice).
