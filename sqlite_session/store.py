@@ -11,8 +11,8 @@ File format
     ``stat``. The mirror is only a hint that may trail the expiry, never run ahead of it:
     a save updates it only once it trails by ``refresh_fraction`` of the lifetime (or
     when the save shortens the expiry), and a crash between commit and ``utime`` leaves
-    it behind. A trailing mtime merely makes
-    the file a candidate that the sweeper opens, re-checks and catches up.
+    it behind. A trailing mtime merely makes the file a candidate that the sweeper
+    opens, re-checks and catches up.
 
 Journal mode
     WAL, with ``synchronous=OFF``. A write transaction on an open connection costs 12-14
@@ -921,15 +921,6 @@ class Lease:
     def active(self) -> bool:
         return self._checkout._conn is not None
 
-    @property
-    def mtime(self) -> float:
-        """The file's mtime as last seen or set (the sweeper's hint; see :class:`Changes`)."""
-        return self._checkout.mtime
-
-    @mtime.setter
-    def mtime(self, value: float) -> None:
-        self._checkout.mtime = value
-
     def query(self, query: Callable[[apsw.Connection], _T]) -> _T:
         """Run ``query`` on the held connection; a failure is :class:`StorageBroken`."""
         conn = self._checkout._conn
@@ -961,11 +952,12 @@ class _Borrowed:
 
     @property
     def mtime(self) -> float:
-        return self._lease.mtime
+        """The file's mtime as last seen or set (the sweeper's hint; see :class:`Changes`)."""
+        return self._lease._checkout.mtime
 
     @mtime.setter
     def mtime(self, value: float) -> None:
-        self._lease.mtime = value
+        self._lease._checkout.mtime = value  # pooled with the connection when it is given back
 
     def __enter__(self) -> apsw.Connection | None:
         return self._lease._checkout._conn
