@@ -6,6 +6,7 @@
 or, configured from ``app.config["SQLITE_SESSION_*"]``, ``SqliteSession(app)``.
 """
 
+from .current import current_session, session
 from .errors import (
     SessionConflictError,
     SessionDirectoryError,
@@ -32,5 +33,7 @@ __all__ = [
     "SqliteSession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
+    "current_session",
+    "session",
 ]
 __version__ = "0.1.0"
