@@ -31,6 +31,11 @@ _SALT = b"sqlite_session.cookie-id"
 VERIFIED_CACHE_SIZE = 1024
 
 
+def short_id(sid: str | None) -> str:
+    """Enough of a session id to tell sessions apart in a log; a whole id is a credential."""
+    return "-" if sid is None else sid[:8] + "..."
+
+
 def validate_node(node: str | None) -> str | None:
     """Return ``node`` if it is a usable node name, raise :class:`ValueError` otherwise."""
     if node is not None and not NODE_RE.fullmatch(node):

@@ -21,7 +21,7 @@ from weakref import ref
 from flask.sessions import SessionMixin
 
 from .errors import SessionLockTimeout, SessionStorageFull, SessionTooLarge
-from .ids import new_session_id
+from .ids import new_session_id, short_id
 from .serializer import Serializer
 from .store import (
     Changes,
@@ -211,7 +211,9 @@ class PerKeySession(SessionMixin):
 
     def _lose_storage(self, why: str) -> None:
         """Continue as a fresh session after the file turned out to be unusable."""
-        log.warning("session %s: %s; continuing with a fresh session", self._sid, why)
+        log.warning(
+            "session %s: %s; continuing with a fresh session", short_id(self._sid), why
+        )
         if self._tx is None:  # inside atomic() the transaction block releases it
             self.release(broken=True)
         self._state = _State.NEW
@@ -258,7 +260,9 @@ class PerKeySession(SessionMixin):
         try:
             value = self._settings.serializer.loads(data)
         except Exception as exc:  # any decoding failure of stored bytes
-            log.warning("session %s: dropping undecodable value of %r: %s", self._sid, key, exc)
+            log.warning(
+                "session %s: dropping undecodable value of %r: %s", short_id(self._sid), key, exc
+            )
             self._values[key] = _ABSENT
             return _ABSENT
         if isinstance(value, (dict, list, tuple)):
@@ -517,7 +521,9 @@ class PerKeySession(SessionMixin):
                 self._sid, self._new_sid = self._new_sid, None
                 return SaveResult(self._sid, True, False, changes.expires_at)
             if outcome is WriteOutcome.SUPERSEDED:
-                log.info("session %s was regenerated meanwhile; changes discarded", self._sid)
+                log.info(
+                    "session %s was regenerated meanwhile; changes discarded", short_id(self._sid)
+                )
                 return SaveResult(None, False, False, None)
             if outcome is WriteOutcome.REMOVED:
                 return SaveResult(None, False, True, None)
@@ -578,7 +584,7 @@ class PerKeySession(SessionMixin):
                 # skipped on a short wait: the sweeper takes the lock briefly to check the
                 # expiry, and a refresh that gave way to it would let a session in use
                 # expire.)
-                log.warning("session %s: expiry refresh skipped: %s", self._sid[:8], exc)
+                log.warning("session %s: expiry refresh skipped: %s", short_id(self._sid), exc)
                 return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
                 return SaveResult(None, False, True, None)
@@ -587,4 +593,4 @@ class PerKeySession(SessionMixin):
         return SaveResult(self._sid, False, False, self._expires_at)
 
     def __repr__(self) -> str:
-        return f"<PerKeySession sid={self._sid!r} state={self._state.value}>"
+        return f"<PerKeySession sid={short_id(self._sid)} state={self._state.value}>"
