@@ -38,6 +38,9 @@ from .tracking import track
 log = logging.getLogger("sqlite_session")
 
 _ABSENT: Any = object()  # cached marker: this key is known not to exist
+# Flask's cookie session keeps ``session.permanent`` as this key; here it is the file's
+# permanent flag, shown as the key (present while the session is permanent), never a row.
+PERMANENT_KEY = "_permanent"
 # Encodings of these types cannot change behind our back, so the one made at assignment
 # is reused at save; containers are encoded again at save because they may be mutated.
 _IMMUTABLE = (str, int, float, bool, bytes, type(None))
@@ -229,6 +232,8 @@ class PerKeySession(SessionMixin):
         self.accessed = True
         if key in self._values:
             return self._values[key]
+        if key == PERMANENT_KEY or not isinstance(key, str):
+            return True if key == PERMANENT_KEY and self.permanent else _ABSENT
         if self._cleared:
             return _ABSENT
         opened = self._resolve(key if with_value else None)
@@ -299,8 +304,16 @@ class PerKeySession(SessionMixin):
                 self._lose_storage(f"listing keys failed ({exc})")
         present = [k for k in stored if k not in self._deleted]
         known = set(present)
+        if PERMANENT_KEY in known:  # a row written by an older version: the flag rules
+            present.remove(PERMANENT_KEY)
         present.extend(k for k in self._values if k in self._dirty and k not in known)
+        if self._permanent:
+            present.append(PERMANENT_KEY)
         return present
+
+    def copy(self) -> dict[str, Any]:
+        """A shallow copy as a plain ``dict``, as ``copy()`` of Flask's session returns."""
+        return dict(self)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._key_list())
@@ -340,7 +353,15 @@ class PerKeySession(SessionMixin):
 
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
-            raise TypeError(f"session keys must be str, not {type(key).__name__}")
+            # Flask's JSON would store 1 under "1", and session[1] would then be missing
+            # from the next request on: refused here, where the mistake is made.
+            raise TypeError(
+                f"session keys must be str, not {type(key).__name__} ({key!r}); "
+                f"use session[{str(key)!r}] if that is what you meant"
+            )
+        if key == PERMANENT_KEY:
+            self.permanent = value
+            return
         data = self._encode(key, value)
         if isinstance(value, _IMMUTABLE):
             self._encoded[key] = data
@@ -354,6 +375,9 @@ class PerKeySession(SessionMixin):
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
+        if key == PERMANENT_KEY:
+            self.permanent = False
+            return
         self._values[key] = _ABSENT
         self._encoded.pop(key, None)
         self._dirty.discard(key)
