@@ -1061,8 +1061,7 @@ class Transaction:
         except apsw.FullError as exc:
             raise self._store._full_error(self._store.path_for(self._sid), changes, key) from exc
         if nkeys <= 0:
-            conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
-            self._unlink = True
+            self._remove(seq)
             return WriteOutcome.REMOVED
         if changes.move_to is not None:
             self._move(changes, seq)
@@ -1110,8 +1109,18 @@ class Transaction:
         if conflicts:
             raise SessionConflictError(sorted(conflicts))
 
+    def _remove(self, seq: int) -> None:
+        """Tombstone the session as GONE; the file is unlinked once that is committed."""
+        assert self._conn is not None
+        self._conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (GONE, seq))
+        self._unlink = True
+
     def _move(self, changes: Changes, seq: int) -> None:
-        """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here."""
+        """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here.
+
+        A batch that cleared the session (a logout that wrote again) removes the old
+        file instead: its id must lead to nothing, not to a tombstone.
+        """
         assert self._conn is not None and changes.move_to is not None
         rows: Rows = self._conn.execute("SELECT key, value FROM kv").fetchall()
         copy = Changes(
@@ -1120,8 +1129,11 @@ class Transaction:
             expires_at=changes.expires_at,
         )
         self._store.create(changes.move_to, copy, seq=seq)
-        tombstone_until = time.time() + changes.moved_grace
         self._conn.execute("DELETE FROM kv")
+        if changes.clear:
+            self._remove(seq)
+            return
+        tombstone_until = time.time() + changes.moved_grace
         self._conn.execute(
             "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
             (MOVED, tombstone_until, seq),
