@@ -9,8 +9,9 @@ list that could drift.
 
 A key with the prefix that is not one of those raises at :meth:`SqliteSession.init_app`:
 a typo such as ``SQLITE_SESSION_LOCK_TIMOUT`` must not silently leave the default in
-force. So does a value of the wrong type (the string ``"false"`` from an environment
-variable is truthy; ``app.config.from_prefixed_env()`` parses it into a real bool).
+force. So does a value of the wrong type or out of range, named by its config key (the
+string ``"false"`` from an environment variable is truthy;
+``app.config.from_prefixed_env()`` parses it into a real bool).
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-import types
-import typing
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
 
 from .interface import SqliteSessionInterface
+from .options import check_option
 
 log = logging.getLogger("sqlite_session")
 
@@ -48,7 +48,7 @@ def options_from_config(config: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]
     """The session path and the interface options set in ``config``.
 
     Raises :class:`ValueError` for a missing path, an unknown ``SQLITE_SESSION_*`` key
-    (with the closest known key, when there is one) or a value of the wrong type.
+    (with the closest known key, when there is one) or a value of the wrong type or range.
     """
     known = interface_options()
     unknown = sorted(k for k in config if k.startswith(PREFIX) and k != PATH_KEY and k not in known)
@@ -69,32 +69,9 @@ def options_from_config(config: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]
     options: dict[str, Any] = {}
     for key, parameter in known.items():
         if key in config:
-            _check_type(key, config[key], parameter.annotation)
+            check_option(parameter.name, config[key], label=key)
             options[parameter.name] = config[key]
     return config[PATH_KEY], options
-
-
-def _check_type(key: str, value: Any, annotation: Any) -> None:
-    """Reject a value that is not an instance of any arm of the option's annotation.
-
-    Arms that ``isinstance`` cannot check (protocols, generics) accept anything, as does
-    an option without an annotation; ``float`` accepts ``int`` as in typing.
-    """
-    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    arms = typing.get_args(annotation) if is_union else (annotation,)
-    classes: list[type] = []
-    for arm in arms:
-        if arm is None or arm is type(None):
-            classes.append(type(None))
-        elif isinstance(arm, type) and not getattr(arm, "_is_protocol", False):
-            classes.append(arm)
-            if arm is float:
-                classes.append(int)
-        else:
-            return
-    if not isinstance(value, tuple(classes)):
-        names = " or ".join("None" if c is type(None) else c.__name__ for c in classes)
-        raise ValueError(f"{key} must be {names}, not {type(value).__name__} ({value!r})")
 
 
 class SqliteSession:

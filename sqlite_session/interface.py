@@ -19,6 +19,7 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from .errors import SessionDirectoryError
 from .ids import IdSigner, validate_node
+from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession, SessionSettings
 from .store import SessionStore
@@ -36,7 +37,8 @@ class SqliteSessionInterface(SessionInterface):
     by the current user and not writable by others; anything else raises
     :class:`~sqlite_session.SessionDirectoryError` here, not at the first request.
 
-    Options (all keyword-only):
+    Options (all keyword-only; each is checked for type and range here, and a bad value
+    raises :class:`ValueError` naming it: see :mod:`.options`):
 
     ``serializer``
         Value encoding; default Flask's tagged JSON. Pass
@@ -94,10 +96,9 @@ class SqliteSessionInterface(SessionInterface):
         allow_unsafe_directory: bool = False,
         sweep_every: float | None = None,
     ) -> None:
+        check_options(locals())  # the keyword options above, before anything is built
         self.path = os.path.abspath(os.fspath(path))
         _prepare_directory(self.path, allow_unsafe=allow_unsafe_directory)
-        if not 0.0 <= refresh_fraction <= 1.0:
-            raise ValueError("refresh_fraction must be between 0 and 1")
         self.save_on_error = save_on_error
         self.store = SessionStore(
             self.path,

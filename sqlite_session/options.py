@@ -1,0 +1,87 @@
+"""The type and range of every option of :class:`~sqlite_session.SqliteSessionInterface`.
+
+Checked when the interface is built, whether from its constructor or from the
+extension's ``SQLITE_SESSION_*`` config, so a bad value fails at start-up with a
+:class:`ValueError` naming the option, never at the first request that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+from .store import PAGE_SIZE
+
+# A session file is never smaller than 4 pages (see the store's file format).
+MIN_SESSION_BYTES = 4 * PAGE_SIZE
+
+
+class Rule(NamedTuple):
+    """What an option accepts: a predicate and its wording for the error message."""
+
+    accepts: Callable[[Any], bool]
+    wanted: str
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is finite; a bool is not a number here (True is not 1 s)."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_serializer(value: Any) -> bool:
+    return callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))
+
+
+def _or_none(rule: Rule) -> Rule:
+    return Rule(lambda v: v is None or rule.accepts(v), f"{rule.wanted}, or None")
+
+
+_FLAG = Rule(lambda v: isinstance(v, bool), "True or False")
+_SECONDS = Rule(lambda v: _is_number(v) and v > 0, "a finite number of seconds > 0")
+_POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "an int >= 1")
+
+RULES: dict[str, Rule] = {
+    "serializer": _or_none(
+        Rule(_is_serializer, "an object with callable dumps() and loads() (a Serializer)")
+    ),
+    "save_on_error": _FLAG,
+    "lock_timeout": _SECONDS,
+    "strict": _FLAG,
+    "max_value_bytes": _or_none(_POSITIVE_INT),
+    "max_session_bytes": _or_none(
+        Rule(lambda v: _is_int(v) and v >= MIN_SESSION_BYTES, f"an int >= {MIN_SESSION_BYTES}")
+    ),
+    "max_keys": _or_none(_POSITIVE_INT),
+    "node": _or_none(Rule(lambda v: isinstance(v, str), "a str")),
+    "regenerate_grace": Rule(
+        lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"
+    ),
+    "refresh_fraction": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "connection_cache_size": Rule(lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "allow_unsafe_directory": _FLAG,
+    # 0 used to start no sweeper without a word: None is the one way to turn it off.
+    "sweep_every": _or_none(_SECONDS),
+}
+
+
+def check_option(name: str, value: Any, label: str | None = None) -> None:
+    """Raise :class:`ValueError` naming ``label`` (default ``name``) if ``value`` is refused."""
+    rule = RULES[name]
+    if not rule.accepts(value):
+        raise ValueError(
+            f"{label or name} must be {rule.wanted}, not {type(value).__name__} {value!r}"
+        )
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Check every entry of ``options`` that names an option; other entries are ignored."""
+    for name in RULES:
+        if name in options:
+            check_option(name, options[name])
