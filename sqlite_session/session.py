@@ -340,7 +340,9 @@ class PerKeySession(SessionMixin):
     def _encode(self, key: str, value: Any) -> bytes:
         try:
             data = self._settings.serializer.dumps(value)
-        except TypeError as exc:
+        # ValueError: an int of more digits than Python converts to text (10**5000);
+        # RecursionError: nesting deeper than the encoder goes.
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(
                 f"session[{key!r}]: cannot store a value of type {type(value).__name__}: {exc}"
             ) from exc
