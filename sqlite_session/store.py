@@ -30,8 +30,8 @@ Journal mode
 
     The price: while a connection to a session is open (the per-process pool keeps the
     recently used ones), SQLite keeps a 32 KiB ``-shm`` file and a ``-wal`` file of
-    about 20 KiB (32 KiB at most after a checkpoint: :data:`WAL_CHECKPOINT_PAGES`,
-    :data:`WAL_SIZE_LIMIT`) next to it. The last connection to close folds the WAL
+    about 20 KiB (at most :data:`WAL_SIZE_LIMIT`, 32 KiB, after any commit, however
+    large: :data:`WAL_CHECKPOINT_PAGES`, :meth:`SessionStore._checkpoint_wal`) next to it. The last connection to close folds the WAL
     back into the file and deletes both, so an idle
     session is one file of one 4 KiB tmpfs page. New files are built without a journal
     under a temporary name and switched to WAL before the rename. A session file
@@ -90,11 +90,13 @@ PAGE_SIZE = 1024
 # default (1,000) let the WAL of every open session grow to 1 MiB of tmpfs; at 16 it
 # stays at 20 KiB and a small write costs 26 µs (64: 25 µs and 68 KiB; 4: 30 µs).
 WAL_CHECKPOINT_PAGES = 16
-# A checkpoint rewinds the WAL without shrinking it: after one large write it kept that
-# size (1 MiB after a 1 MiB value) while the session stayed open. Truncated to this at
-# each rewind instead.
+# A checkpoint rewinds the WAL without shrinking it, and the rewind comes only with the
+# next write: after one large write the WAL kept that size (1 MiB after a 1 MiB value)
+# while the session stayed open. A commit that leaves more frames than fit in this is
+# checkpointed and truncated at once (see _checkpoint_wal); a rewind truncates to it.
 WAL_SIZE_LIMIT = 32 * 1024
 WAL_HEADER_SIZE = 32
+WAL_FRAME_SIZE = PAGE_SIZE + 24
 SUFFIX = ".session"
 WAL_FILES = ("-wal", "-shm")  # the files SQLite keeps next to a WAL database while it is open
 TEMP_PREFIX = ".tmp-"
@@ -382,11 +384,30 @@ class SessionStore:
     def _configure(self, conn: apsw.Connection) -> None:
         conn.setbusytimeout(int(self.busy_timeout * 1000))
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        conn.set_wal_hook(self._checkpoint_wal)  # (in place of PRAGMA wal_autocheckpoint)
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if self.max_session_bytes is not None:
             pages = max(4, self.max_session_bytes // PAGE_SIZE)
             conn.execute(f"PRAGMA max_page_count={pages}")
+
+    def _checkpoint_wal(self, conn: apsw.Connection, name: str, frames: int) -> int:
+        """After each commit: SQLite's autocheckpoint, plus a truncation of a large WAL.
+
+        The truncating checkpoint never waits for a reader of an older snapshot: it gives
+        up, and the next write rewinds the WAL to WAL_SIZE_LIMIT. Errors are swallowed:
+        the commit has happened, and a failed checkpoint loses nothing.
+        """
+        if frames * WAL_FRAME_SIZE + WAL_HEADER_SIZE > WAL_SIZE_LIMIT:
+            conn.setbusytimeout(0)
+            try:
+                with contextlib.suppress(apsw.Error):
+                    conn.wal_checkpoint(name, apsw.SQLITE_CHECKPOINT_TRUNCATE)
+            finally:
+                conn.setbusytimeout(int(self.busy_timeout * 1000))
+        elif frames >= WAL_CHECKPOINT_PAGES:
+            with contextlib.suppress(apsw.Error):
+                conn.wal_checkpoint(name)
+        return apsw.SQLITE_OK
 
     def _open_connection(self, path: str) -> apsw.Connection:
         conn = apsw.Connection(path, flags=_OPEN_FLAGS)
