@@ -12,6 +12,7 @@ from .errors import (
     SessionDirectoryError,
     SessionError,
     SessionLockTimeout,
+    SessionRegenerateError,
     SessionStorageFull,
     SessionTooLarge,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "SessionDirectoryError",
     "SessionError",
     "SessionLockTimeout",
+    "SessionRegenerateError",
     "SessionStorageFull",
     "SessionTooLarge",
     "SqliteSession",

@@ -49,6 +49,15 @@ class SessionTooLarge(SessionError):
         super().__init__(message)
 
 
+class SessionRegenerateError(SessionError):
+    """``session.regenerate()`` could not create the session's file under its new id.
+
+    Nothing was changed: the session keeps its old id and all its data, and nothing of
+    the request was saved. The cause (often a resource limit, such as no file
+    descriptor left) is chained as ``__cause__``; a later attempt may succeed.
+    """
+
+
 class SessionStorageFull(SessionError):
     """The session directory's filesystem is full; the save was rolled back.
 

@@ -72,6 +72,7 @@ from .errors import (
     SessionConflictError,
     SessionError,
     SessionLockTimeout,
+    SessionRegenerateError,
     SessionStorageFull,
     SessionTooLarge,
 )
@@ -1149,7 +1150,15 @@ class Transaction:
             permanent=changes.permanent,
             expires_at=changes.expires_at,
         )
-        self._store.create(changes.move_to, copy, seq=seq)
+        try:
+            self._store.create(changes.move_to, copy, seq=seq)
+        except (apsw.Error, OSError) as exc:
+            # Not damage to this session (the transaction's handler would take a
+            # CantOpenError for that and move the user to a fresh session): the move
+            # fails, rolled back, and the session stays as it was under its old id.
+            raise SessionRegenerateError(
+                f"cannot create the regenerated session's file: {type(exc).__name__}: {exc}"
+            ) from exc
         self._conn.execute("DELETE FROM kv")
         if changes.clear:
             self._remove(seq)

@@ -1,0 +1,84 @@
+"""A regenerate() whose new file cannot be created changes nothing and says so.
+
+The old session must stay exactly as it was (same id, same data, the client's cookie
+untouched), the request must get a SessionError rather than a silent fresh session,
+and once a regenerate succeeds the old id serves nothing. The failure is real: the
+process is left without a free file descriptor while the login request runs (the
+session's own connection is already open, so only the new file needs one).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from core_helpers import cookie_value, sid_of, stored_meta, stored_rows
+from flask import Flask, session
+
+from sqlite_session import SessionError
+
+
+@contextmanager
+def no_free_file_descriptor() -> Iterator[None]:
+    """Lower the soft descriptor limit to the lowest free descriptor: every open fails."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def routes(app: Flask) -> None:
+    @app.post("/browse")
+    def browse() -> str:
+        session["user"] = "anonymous"
+        session["cart"] = [1, 2]
+        return ""
+
+    @app.post("/login")
+    def login() -> str:
+        session["user"] = "ann"
+        session.regenerate()
+        return ""
+
+    @app.get("/show")
+    def show() -> dict[str, Any]:
+        return dict(session)
+
+
+def test_a_failed_regenerate_leaves_the_old_session_as_it_was(
+    app: Flask, session_dir: Path
+) -> None:
+    routes(app)
+    client = app.test_client()
+    client.post("/browse")
+    assert client.get("/show").json == {"user": "anonymous", "cart": [1, 2]}
+    old_cookie, old_sid = cookie_value(client), sid_of(client)
+    rows, meta = stored_rows(session_dir, old_sid), stored_meta(session_dir, old_sid)
+    files = sorted(os.listdir(session_dir))
+
+    with no_free_file_descriptor(), pytest.raises(SessionError) as caught:
+        client.post("/login")
+    assert isinstance(caught.value.__cause__, OSError)
+
+    assert cookie_value(client) == old_cookie  # no Set-Cookie: the client keeps its id
+    assert sorted(os.listdir(session_dir)) == files  # no new file, no temporary left
+    assert stored_rows(session_dir, old_sid) == rows
+    assert stored_meta(session_dir, old_sid) == meta
+    assert client.get("/show").json == {"user": "anonymous", "cart": [1, 2]}
+
+    # The same login once descriptors are back: the data moves, the old id serves nothing.
+    assert client.post("/login").status_code == 200
+    assert sid_of(client) != old_sid
+    assert client.get("/show").json == {"user": "ann", "cart": [1, 2]}
+    replay = app.test_client()
+    replay.set_cookie("session", str(old_cookie))
+    assert replay.get("/show").json == {}
