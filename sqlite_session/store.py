@@ -31,9 +31,9 @@ Journal mode
     The price: while a connection to a session is open (the per-process pool keeps the
     recently used ones), SQLite keeps a 32 KiB ``-shm`` file and a ``-wal`` file of
     about 20 KiB (at most :data:`WAL_SIZE_LIMIT`, 32 KiB, after any commit, however
-    large: :data:`WAL_CHECKPOINT_PAGES`, :meth:`SessionStore._checkpoint_wal`) next to it. The last connection to close folds the WAL
-    back into the file and deletes both, so an idle
-    session is one file of one 4 KiB tmpfs page. New files are built without a journal
+    large: :data:`WAL_CHECKPOINT_PAGES`, :meth:`SessionStore._checkpoint_wal`) next to
+    it. The last connection to close folds the WAL back into the file and deletes both,
+    so an idle session is one file of one 4 KiB tmpfs page. New files are built without a journal
     under a temporary name and switched to WAL before the rename. A session file
     written by version 0.1 (rollback journal) is still read and written as it is.
 

@@ -46,6 +46,14 @@ def session_path(session_dir: Path, sid: str) -> Path:
     return session_dir / f"{sid}.session"
 
 
+def scramble_data_pages(path: Path) -> None:
+    """Garbage over the data pages only: the header and the meta row stay readable."""
+    with path.open("r+b") as handle:
+        for page in range(4, path.stat().st_size // 1024):
+            handle.seek(page * 1024)
+            handle.write(b"\xa5" * 1024)
+
+
 def stored_rows(session_dir: Path, sid: str) -> dict[str, bytes]:
     """Every key and encoded value of a session file, read directly with apsw."""
     conn = apsw.Connection(str(session_path(session_dir, sid)), flags=apsw.SQLITE_OPEN_READONLY)

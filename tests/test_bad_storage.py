@@ -15,7 +15,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import session_path, sid_of
+from core_helpers import scramble_data_pages, session_path, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
 
@@ -32,14 +32,6 @@ def foreign_database(path: Path) -> None:
     conn = apsw.Connection(str(path))
     conn.execute("CREATE TABLE users(name TEXT); INSERT INTO users VALUES ('root')")
     conn.close()
-
-
-def scramble_data_pages(path: Path) -> None:
-    """Garbage over the data pages only: the header and the meta row stay readable."""
-    with path.open("r+b") as handle:
-        for page in range(4, path.stat().st_size // 1024):
-            handle.seek(page * 1024)
-            handle.write(b"\xa5" * 1024)
 
 
 def directory_in_place(path: Path) -> None:

@@ -158,7 +158,7 @@ def test_non_string_keys_are_refused_on_write_and_absent_on_read(
     @app.get("/read-int")
     def read_int() -> dict[str, Any]:
         with pytest.raises(KeyError):
-            session[1]  # type: ignore[index]  # noqa: B018
+            session[1]  # type: ignore[index]
         return {
             "get": session.get(1),  # type: ignore[arg-type]
             "in": 1 in session,

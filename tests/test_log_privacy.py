@@ -11,20 +11,12 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import cookie_value, session_path, sid_of
+from core_helpers import cookie_value, scramble_data_pages, session_path, sid_of
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes
-
-
-def scramble_data_pages(path: Path) -> None:
-    """Garbage over the data pages: the meta row stays readable, the values do not."""
-    with path.open("r+b") as handle:
-        for page in range(4, path.stat().st_size // 1024):
-            handle.seek(page * 1024)
-            handle.write(b"\xa5" * 1024)
 
 
 def test_no_log_line_carries_a_whole_session_id(
