@@ -1,9 +1,9 @@
 """The deployment recipes under deploy/, run or checked as far as this machine allows.
 
 The gunicorn command line is exercised by test_nginx.py and test_browser.py (through
-servers.gunicorn). uWSGI is in the ``dev`` extra, not ``test`` (it compiles C): its test
-runs where a ``uwsgi`` binary built for this Python is next to it (CI installs
-``.[dev]``), on PATH or named by $UWSGI, and skips with that reason elsewhere. The
+servers.gunicorn). uWSGI is in the ``dev`` dependency group, not ``test`` (it compiles C):
+its test runs where a ``uwsgi`` binary built for this Python is next to it (CI installs
+the ``dev`` group), on PATH or named by $UWSGI, and skips with that reason elsewhere. The
 systemd unit is checked with ``systemd-analyze verify``.
 """
 
