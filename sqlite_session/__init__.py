@@ -17,7 +17,7 @@ from .errors import (
     SessionTooLarge,
 )
 from .ext import SqliteSession
-from .interface import SqliteSessionInterface
+from .interface import SessionFileInfo, SqliteSessionInterface
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 
@@ -28,6 +28,7 @@ __all__ = [
     "SessionConflictError",
     "SessionDirectoryError",
     "SessionError",
+    "SessionFileInfo",
     "SessionLockTimeout",
     "SessionRegenerateError",
     "SessionStorageFull",

@@ -10,6 +10,7 @@ import logging
 import os
 import resource
 import stat
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -28,6 +29,16 @@ from .sweep import BackgroundSweeper
 log = logging.getLogger("sqlite_session")
 
 MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SessionFileInfo:
+    """What :meth:`SqliteSessionInterface.describe` reports about a session's file."""
+
+    path: str
+    size: int  # bytes of the file
+    wal_size: int  # bytes of its write-ahead log (``<path>-wal``), 0 when there is none
+    rows: tuple[tuple[str, int], ...]  # (key, size of its value as stored), one per key
 
 
 class SqliteSessionInterface(SessionInterface):
@@ -201,6 +212,29 @@ class SqliteSessionInterface(SessionInterface):
             response.set_cookie(name, value, expires=expires, **attributes)
         if not varied:
             _vary_on_cookie(response)
+
+    def describe(self, session: PerKeySession) -> SessionFileInfo | None:
+        """The file that stores ``session`` and the encoded size of each of its values.
+
+        The rows are the session as this request sees it, its pending changes included.
+        None when no file stores it yet: a new session, or one given a new id by
+        :meth:`~PerKeySession.regenerate` in this request (both get a file when it ends).
+        """
+        sid = session.sid
+        if sid is None:
+            return None
+        path = self.store.path_for(sid)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+        try:
+            wal_size = os.stat(path + "-wal").st_size
+        except FileNotFoundError:
+            wal_size = 0
+        dumps = self.settings.serializer.dumps
+        rows = tuple((key, len(dumps(value))) for key, value in session.items())
+        return SessionFileInfo(path, size, wal_size, rows)
 
     def _cookie_attributes(self, app: Flask) -> dict[str, Any]:
         """The attributes shared by the cookie set and its deletion (ValueError if invalid)."""
