@@ -1,7 +1,11 @@
-"""The demo app: a login with ``regenerate()``, a cart and flash messages on sqlite_session.
+"""The demo app: what sessions in per-session SQLite files look like from the inside.
 
-Run it with ``./scripts/demo`` (port from ``PORT``, default 5000, on 127.0.0.1). The
-tests and the gunicorn/nginx/browser checks import :func:`create_app` from here.
+``./scripts/demo`` runs it under gunicorn on several worker processes (127.0.0.1, port
+from ``PORT``, default 5000). The page shows the current session's file and its rows,
+one per key, refreshed live; a cart whose additions from several tabs at once all
+persist (``session.atomic()``); a login that gives the session a new id
+(``session.regenerate()``); a logout and flash messages. The deployment recipes and
+the tests import :func:`create_app` from here.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ import secrets
 import tempfile
 from typing import Any
 
-from flask import Flask, flash, redirect, render_template_string, request, session, url_for
+from flask import Flask, flash, redirect, render_template_string, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
-from sqlite_session import SqliteSessionInterface
+from sqlite_session import SqliteSessionInterface, session
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sqlite_session demo</title>
-<style>body{font-family:sans-serif;max-width:40em;margin:2em auto}
-.flash{background:#ffd;border:1px solid #cc8;padding:.4em}</style></head>
+<style>body{font-family:sans-serif;max-width:44em;margin:2em auto}
+.flash{background:#ffd;border:1px solid #cc8;padding:.4em}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}
+.num{text-align:right}code{font-size:.9em}</style></head>
 <body>
 <h1>sqlite_session demo</h1>
 {% for message in get_flashed_messages() %}<p class="flash" id="flash">{{ message }}</p>{% endfor %}
@@ -36,7 +43,28 @@ PAGE = """<!doctype html>
 <form method="post" action="{{ url_for('add_to_cart') }}">
   <input name="item" id="item" placeholder="an item" required>
   <button id="add">Add to cart</button></form>
+<p>Open this page in several tabs and add items in each: every addition is kept, even
+when two tabs add at the same moment and different worker processes serve them.</p>
+<h2>This session on disk</h2>
+<div id="file">{{ file_panel }}</div>
+<script>
+setInterval(async () => {  // the panel again every two seconds, from whichever worker
+  const response = await fetch("{{ url_for('session_file') }}");
+  if (response.ok) document.getElementById("file").innerHTML = await response.text();
+}, 2000);
+</script>
 </body></html>"""
+
+FILE = """<p>Served by worker process <span id="pid">{{ pid }}</span>.</p>
+{% if info %}
+<p>File <code id="path">{{ info.path }}</code>: <span id="size">{{ info.size }}</span> bytes
+{%- if info.wal_size %}, plus {{ info.wal_size }} bytes of write-ahead log{% endif %}.</p>
+<table id="rows"><tr><th>key (one row each)</th><th class="num">bytes</th></tr>
+{% for key, size in info.rows %}<tr><td>{{ key }}</td><td class="num">{{ size }}</td></tr>
+{% endfor %}</table>
+{% else %}
+<p id="nofile">No file: this session has not been saved yet (nothing in it, no cookie).</p>
+{% endif %}"""
 
 
 def default_session_dir() -> str:
@@ -55,11 +83,22 @@ def create_app(
     """
     app = Flask(__name__)
     app.secret_key = secret_key or os.environ.get("SECRET_KEY") or secrets.token_hex(32)
-    app.session_interface = SqliteSessionInterface(session_dir or default_session_dir(), **options)
+    interface = SqliteSessionInterface(session_dir or default_session_dir(), **options)
+    app.session_interface = interface
 
     @app.get("/")
     def index() -> str:
-        return render_template_string(PAGE, user=session.get("user"), cart=session.get("cart", []))
+        return render_template_string(
+            PAGE,
+            user=session.get("user"),
+            cart=session.get("cart", []),
+            file_panel=Markup(session_file()),
+        )
+
+    @app.get("/session-file")
+    def session_file() -> str:
+        """The session's file and rows: a fragment of the page, fetched again every 2 s."""
+        return render_template_string(FILE, pid=os.getpid(), info=interface.describe(session))
 
     @app.post("/login")
     def login() -> Response:
@@ -73,7 +112,10 @@ def create_app(
     def add_to_cart() -> Response:
         item = request.form.get("item", "").strip()[:80]
         if item:
-            session.setdefault("cart", []).append(item)  # a nested change, no modified=True
+            # Read, change and write the cart under the session's lock: two tabs adding
+            # at the same moment each see the other's item, so neither is lost.
+            with session.atomic():
+                session["cart"] = [*session.get("cart", []), item]
             flash(f"Added {item} to your cart.")
         return redirect(url_for("index"))
 
@@ -88,10 +130,3 @@ def create_app(
         return "ok"  # never touches the session: no file, no cookie, no I/O
 
     return app
-
-
-if __name__ == "__main__":
-    port = int(os.environ.get("PORT", "5000"))
-    demo = create_app()
-    print(f"sqlite_session demo on http://127.0.0.1:{port}/ (sessions in {default_session_dir()})")
-    demo.run(host="127.0.0.1", port=port)

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from flask import Flask
 
@@ -28,6 +29,15 @@ def session_files(directory: Path) -> list[str]:
     if not directory.exists():
         return []
     return sorted(name for name in os.listdir(directory) if name.endswith(".session"))
+
+
+def stored_rows(path: str | Path) -> list[tuple[str, int]]:
+    """What a session file holds, read by SQLite itself: (key, bytes of its value) by key."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return [(k, n) for k, n in conn.execute("SELECT key, length(value) FROM kv ORDER BY key")]
+    finally:
+        conn.close()
 
 
 @pytest.fixture

@@ -36,9 +36,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_serving(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_until_serving(
+    url: str, process: subprocess.Popen[bytes], log: Path, seconds: float = START_DEADLINE
+) -> None:
     """Poll ``url`` until it answers; fail with the server's log if it died or never did."""
-    deadline = time.monotonic() + START_DEADLINE
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
@@ -63,15 +65,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(
-    argv: Sequence[str | os.PathLike[str]], health_url: str, log: Path, env: dict[str, str]
+    argv: Sequence[str | os.PathLike[str]],
+    health_url: str,
+    log: Path,
+    env: dict[str, str],
+    start_deadline: float = START_DEADLINE,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` (output to ``log``) until the block ends; yield once it answers."""
+    """Run ``argv`` (output to ``log``) until the block ends; yield once it answers
+    (within ``start_deadline`` seconds)."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
         )
     try:
-        wait_until_serving(health_url, process, log)
+        wait_until_serving(health_url, process, log, start_deadline)
         yield process
     finally:
         stop(process)

@@ -5,20 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import apsw
-from conftest import session_files
+from conftest import session_files, stored_rows
 from flask import Flask
 
 from sqlite_session import SessionFileInfo, SqliteSessionInterface, session
-
-
-def stored_rows(path: str) -> list[tuple[str, int]]:
-    """What the file holds, read with SQLite itself: (key, bytes of the value) per row."""
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return [(k, n) for k, n in conn.execute("SELECT key, length(value) FROM kv ORDER BY key")]
-    finally:
-        conn.close()
 
 
 def described_app(session_dir: Path) -> tuple[Flask, list[SessionFileInfo | None]]:
