@@ -46,21 +46,24 @@ def described_app(session_dir: Path) -> tuple[Flask, list[SessionFileInfo | None
     return app, seen
 
 
-def test_a_new_session_has_no_file(session_dir: Path) -> None:
+def describe_after(session_dir: Path, *requests: str) -> list[SessionFileInfo | None]:
+    """Send ``requests`` ("POST /fill", ...) from one client; what each view described."""
     app, seen = described_app(session_dir)
     client = app.test_client()
-    client.get("/")
-    client.post("/fill")  # the first save creates the file after the view ran
-    assert seen == [None, None]
+    for request in requests:
+        method, path = request.split()
+        client.open(path, method=method)
+    return seen
+
+
+def test_a_new_session_has_no_file(session_dir: Path) -> None:
+    # The first save creates the file, after the view ran.
+    assert describe_after(session_dir, "GET /", "POST /fill") == [None, None]
 
 
 def test_reports_the_file_and_the_rows_it_holds(session_dir: Path) -> None:
-    app, seen = described_app(session_dir)
-    client = app.test_client()
-    client.post("/fill")
-    client.get("/")
+    info = describe_after(session_dir, "POST /fill", "GET /")[-1]
 
-    info = seen[-1]
     assert info is not None
     (name,) = session_files(session_dir)
     assert info.path == str(session_dir / name)
@@ -72,24 +75,15 @@ def test_reports_the_file_and_the_rows_it_holds(session_dir: Path) -> None:
 
 
 def test_includes_the_requests_pending_changes(session_dir: Path) -> None:
-    app, seen = described_app(session_dir)
-    client = app.test_client()
-    client.post("/fill")
-    client.post("/note")
+    info = describe_after(session_dir, "POST /fill", "POST /note")[-1]
 
-    info = seen[-1]
     assert info is not None
     assert dict(info.rows)["note"] > 300  # described before the save, as the view sees it
     assert sorted(info.rows) == stored_rows(info.path)  # and then saved exactly so
 
 
 def test_a_regenerated_session_has_no_file_until_its_save(session_dir: Path) -> None:
-    app, seen = described_app(session_dir)
-    client = app.test_client()
-    client.post("/fill")
-    client.get("/")
-    client.post("/login")
-    client.get("/")
+    seen = describe_after(session_dir, "POST /fill", "GET /", "POST /login", "GET /")
 
     before, during, after = seen[1:]
     assert during is None
