@@ -14,6 +14,7 @@ from .errors import (
     SessionLockTimeout,
     SessionRegenerateError,
     SessionStorageFull,
+    SessionStorageUnavailable,
     SessionTooLarge,
 )
 from .ext import SqliteSession
@@ -32,6 +33,7 @@ __all__ = [
     "SessionLockTimeout",
     "SessionRegenerateError",
     "SessionStorageFull",
+    "SessionStorageUnavailable",
     "SessionTooLarge",
     "SqliteSession",
     "SqliteSessionInterface",

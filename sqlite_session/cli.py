@@ -65,9 +65,10 @@ def _sweep(args: argparse.Namespace) -> int:
             print(f"{what}: {name}")
 
     progress = _Progress() if sys.stderr.isatty() else None
+    directory = os.path.realpath(args.path)  # once: SQLite refuses symlinks in a path
     run = functools.partial(
         sweep,
-        args.path,
+        directory,
         dry_run=args.dry_run,
         grace=args.grace,
         lock_timeout=args.lock_timeout,
@@ -77,7 +78,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         report = run()
     else:
-        with sweep_lock(args.path) as lock:
+        with sweep_lock(directory) as lock:
             if lock is None:
                 print(f"{PROG}: another sweep of {args.path} is running; nothing done")
                 return 0

@@ -63,3 +63,14 @@ class SessionStorageFull(SessionError):
 
     What was stored before is intact; the next save after space is freed works.
     """
+
+
+class SessionStorageUnavailable(SessionError):
+    """The session storage cannot be used right now; nothing was lost.
+
+    The process or the system ran short of a resource (file descriptors, memory) while
+    opening a session file, or a file being created was removed under the request. The
+    stored session and the client's cookie are kept as they were: the same request
+    retried later finds them. An app can map it to 503 Service Unavailable with
+    ``@app.errorhandler(SessionStorageUnavailable)``.
+    """

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import resource
-import stat
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,7 +17,7 @@ from flask import Flask, Request, Response
 from flask import request as current_request
 from flask.sessions import SessionInterface, SessionMixin
 
-from .errors import SessionDirectoryError
+from .directory import prepare_directory, resolve_session_path
 from .ids import IdSigner, validate_node
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
@@ -45,8 +44,13 @@ class SqliteSessionInterface(SessionInterface):
     """Server-side sessions, one SQLite file per session under ``path``.
 
     ``path`` is created (mode 0700) if missing. It must be a writable directory owned
-    by the current user and not writable by others; anything else raises
-    :class:`~sqlite_session.SessionDirectoryError` here, not at the first request.
+    by the current user and writable by nobody else (no group or other write bit: fix
+    one with ``chmod 700 PATH``); anything else, or an empty path, raises
+    :class:`~sqlite_session.SessionDirectoryError` here, not at the first request. A
+    relative path is resolved once, against the working directory at construction, and
+    the absolute path is logged; symlinks in the path are resolved once too
+    (``self.path`` is the real path). A directory removed while the app runs is
+    re-created, with the same checks, by the first save that needs it.
 
     Options (all keyword-only; each is checked for type and range here, and a bad value
     raises :class:`ValueError` naming it: see :mod:`.options`):
@@ -81,7 +85,8 @@ class SqliteSessionInterface(SessionInterface):
         descriptors (the file, its ``-wal`` and ``-shm``); a size that would use more
         than half of the process's descriptor limit logs a warning.
     ``allow_unsafe_directory``
-        Accept a directory owned by another user or writable by others (default False).
+        Accept a directory owned by another user or writable by its group or others
+        (default False).
     ``sweep_every``
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
@@ -108,8 +113,9 @@ class SqliteSessionInterface(SessionInterface):
         sweep_every: float | None = None,
     ) -> None:
         check_options(locals())  # the keyword options above, before anything is built
-        self.path = os.path.abspath(os.fspath(path))
-        _prepare_directory(self.path, allow_unsafe=allow_unsafe_directory)
+        self.path = prepare_directory(
+            resolve_session_path(path), allow_unsafe=allow_unsafe_directory
+        )
         self.save_on_error = save_on_error
         self.store = SessionStore(
             self.path,
@@ -117,6 +123,7 @@ class SqliteSessionInterface(SessionInterface):
             max_session_bytes=max_session_bytes,
             max_keys=max_keys,
             connection_cache_size=connection_cache_size,
+            allow_unsafe_directory=allow_unsafe_directory,
         )
         self.settings = SessionSettings(
             store=self.store,
@@ -315,34 +322,3 @@ def _checked_samesite(value: str | None) -> str | None:
             f"SESSION_COOKIE_SAMESITE must be 'Strict', 'Lax' or 'None', not {value!r}"
         )
     return value
-
-
-def _prepare_directory(path: str, *, allow_unsafe: bool) -> None:
-    """Create the session directory (0700) or check that an existing one is usable."""
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        st = os.stat(path)
-    except FileExistsError as exc:
-        raise SessionDirectoryError(f"session path {path!r} exists and is not a directory") from exc
-    except OSError as exc:
-        raise SessionDirectoryError(f"cannot create session directory {path!r}: {exc}") from exc
-    if not stat.S_ISDIR(st.st_mode):
-        raise SessionDirectoryError(f"session path {path!r} exists and is not a directory")
-    if not allow_unsafe:
-        if st.st_uid != os.geteuid():
-            raise SessionDirectoryError(
-                f"session directory {path!r} is owned by uid {st.st_uid}, not by this process "
-                f"(uid {os.geteuid()}); pass allow_unsafe_directory=True to accept it"
-            )
-        if st.st_mode & stat.S_IWOTH:
-            raise SessionDirectoryError(
-                f"session directory {path!r} is writable by every user (mode "
-                f"{stat.filemode(st.st_mode)}); anyone could plant files in it. Use a private "
-                "directory or pass allow_unsafe_directory=True"
-            )
-    probe = os.path.join(path, f".probe-{os.getpid()}")
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        raise SessionDirectoryError(f"session directory {path!r} is not writable: {exc}") from exc

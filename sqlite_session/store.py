@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import secrets
@@ -68,12 +69,14 @@ from typing import Any, NamedTuple, TypeVar
 
 import apsw
 
+from .directory import recreate_directory
 from .errors import (
     SessionConflictError,
     SessionError,
     SessionLockTimeout,
     SessionRegenerateError,
     SessionStorageFull,
+    SessionStorageUnavailable,
     SessionTooLarge,
 )
 
@@ -129,6 +132,25 @@ _UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # lookup read the values of the keys it passed on the way).
 _INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+# errno values of a process or system short of a resource for now: the file may be fine.
+# (ENOSPC, a full filesystem, is answered by SessionStorageFull.)
+_RESOURCE_ERRNOS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN, errno.ENOBUFS}
+)
+# errno values of a file that is there but that this process may never open for writing.
+_REFUSED_ERRNOS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.ELOOP,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EROFS,
+        errno.ENXIO,
+        errno.ENODEV,
+        errno.ETXTBSY,
+    }
+)
 _READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
 
 # The first access of a request nearly always reads one key: reading it in the same
@@ -224,7 +246,21 @@ class Changes:
 
 
 class StorageBroken(Exception):
-    """A session file that is not ours, is damaged or became unreadable (internal)."""
+    """A session file that is not ours, is damaged or became unreadable (internal).
+
+    Raised as such only for a file that opened and proved not to be a session of ours
+    (not a database, corrupt, another format): the sweeper may remove it after its grace.
+    A failure to open a file never proves that (see :func:`_open_failure`).
+    """
+
+
+class StorageUnsafe(StorageBroken):
+    """A session file that must never be written through (internal).
+
+    A hard link or a symlink at its name or at its ``-wal``/``-shm`` name, something other
+    than a regular file there, or a file that opens only read-only. A request carries on
+    with a fresh session, as for a damaged file; the sweeper leaves it alone.
+    """
 
 
 class _NoSpace(Exception):
@@ -239,6 +275,19 @@ class StorageNewer(StorageBroken):
     """
 
 
+# A connection whose block ended with one of these is closed, not pooled (a busy lock
+# excepted where it is checked): it may be damaged, or it holds descriptors the process lacks.
+_DISCARD_AFTER = (apsw.Error, StorageBroken, SessionStorageUnavailable)
+# What a write transaction may meet in a file that opened: see _damage.
+_DAMAGE_MET_WRITING = (
+    apsw.CorruptError,
+    apsw.NotADBError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.NoMemError,
+)
+
+
 class SweepOutcome(Enum):
     """What :meth:`SessionStore.sweep_file` did with one session file."""
 
@@ -247,8 +296,10 @@ class SweepOutcome(Enum):
     LIVE = "live"  # not expired (or a MOVED tombstone still in its grace period): kept
     BUSY = "busy"  # a request holds its lock: the session is in use, skipped
     VANISHED = "vanished"  # removed by someone else before or while we looked
-    BROKEN = "broken"  # not a readable session file of ours: untouched, the caller decides
+    BROKEN = "broken"  # opened and proved not a session file of ours: untouched, the caller decides
     NEWER = "newer"  # a session file of a newer format: untouched
+    UNSAFE = "unsafe"  # planted (a link, not a regular file) or read-only: untouched
+    UNOPENED = "unopened"  # could not be opened now (descriptors, memory...): untouched
 
 
 # How long a pooled connection is handed out without an ``lstat`` of its path after the
@@ -349,6 +400,17 @@ class _ConnectionPool:
         for pooled in conns:
             pooled.conn.close()
 
+    def close_idle(self) -> int:
+        """Close every idle connection, giving its descriptors back; returns how many."""
+        with self._lock:
+            idle, self._idle, self._size = self._idle, {}, 0
+        closed = 0
+        for conns in idle.values():
+            for pooled in conns:
+                pooled.conn.close()
+                closed += 1
+        return closed
+
 
 class SessionStore:
     """The session files of one directory.
@@ -356,6 +418,9 @@ class SessionStore:
     ``busy_timeout`` (seconds) is how long a write waits for another writer of the same
     session before :class:`SessionLockTimeout`; ``max_session_bytes`` caps a session's
     file through SQLite's ``max_page_count``; ``max_keys`` caps its number of keys.
+    ``directory`` is resolved to its real path once, here: SQLite refuses a path with a
+    symlink anywhere in it. A directory found gone when a session is created is
+    re-created with the interface's checks (``allow_unsafe_directory``).
     """
 
     def __init__(
@@ -366,8 +431,10 @@ class SessionStore:
         max_session_bytes: int | None = None,
         max_keys: int | None = None,
         connection_cache_size: int = 128,
+        allow_unsafe_directory: bool = False,
     ) -> None:
-        self.directory = directory
+        self.directory = os.path.realpath(directory)
+        self._allow_unsafe_directory = allow_unsafe_directory
         self._prefix = os.path.join(directory, "")
         self.busy_timeout = busy_timeout
         self.max_session_bytes = max_session_bytes
@@ -410,21 +477,51 @@ class SessionStore:
                 conn.wal_checkpoint(name)
         return apsw.SQLITE_OK
 
-    def _open_connection(self, path: str) -> apsw.Connection:
-        conn = apsw.Connection(path, flags=_OPEN_FLAGS)
+    def _open_connection(self, path: str, st: os.stat_result) -> apsw.Connection:
+        """A configured connection to a session file of ours, or the reason there is none.
+
+        ``st`` is the file's lstat, taken by the caller. Raises FileNotFoundError (no
+        file), :class:`StorageBroken` (opened, and not a
+        session of ours), :class:`StorageUnsafe` (planted or read-only), ``_NoSpace``,
+        ``apsw.BusyError`` or :class:`SessionStorageUnavailable` (any other failure to
+        open: the file may be fine). See :func:`_open_failure`.
+        """
+        _refuse_planted(path, st)
         try:
+            conn = apsw.Connection(path, flags=_OPEN_FLAGS)
+        except apsw.BusyError:
+            raise
+        except apsw.Error as exc:
+            raise _open_failure(exc, path, 0) from exc
+        try:
+            if conn.readonly("main"):  # SQLite falls back to read-only when it must
+                raise StorageUnsafe("the session file opens only read-only")
             self._configure(conn)
             _check_format(conn)
+        except apsw.BusyError:
+            conn.close()
+            raise
         except apsw.Error as exc:
             no_space = self._out_of_space(exc, conn)  # no room for its -shm or -wal file
+            failure = _open_failure(exc, path, conn.system_errno)
             conn.close()
-            if no_space:
-                raise _NoSpace(str(exc)) from exc
-            raise
+            raise (_NoSpace(str(exc)) if no_space else failure) from exc
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _freeing_descriptors(self, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, run once more after the pool closed its idle connections if it
+        failed for lack of descriptors or memory (each connection holds up to three)."""
+        try:
+            return attempt()
+        except SessionStorageUnavailable as exc:
+            closed = self._pool.close_idle()
+            log.warning("session storage unavailable (%s); %d idle connections closed", exc, closed)
+            if not closed:
+                raise
+        return attempt()
 
     def _open_snapshot(self, path: str) -> apsw.Connection:
         """A read-only connection that needs no ``-shm`` file, for a full filesystem.
@@ -472,8 +569,9 @@ class SessionStore:
 
         With ``hold``, a live session's connection stays checked out as
         ``Opened.lease`` for the caller's later reads and writes, until it releases it.
-        Damaged or foreign files are logged and reported as :attr:`OpenStatus.BROKEN`;
-        they are left untouched for the sweeper.
+        Damaged, foreign or planted files are logged and reported as
+        :attr:`OpenStatus.BROKEN`; they are left untouched for the sweeper. A file that
+        cannot be opened for now raises :class:`SessionStorageUnavailable`: never BROKEN.
         """
         path = self.path_for(sid)
         row = None
@@ -483,9 +581,9 @@ class SessionStore:
                 if conn is None:
                     return Opened(OpenStatus.MISSING, None)
                 if key is None:
-                    meta = _read_meta(conn)
+                    meta = _on_open_file(conn, _read_meta)
                 else:
-                    meta, row = _read_meta_and_key(conn, key)
+                    meta, row = _on_open_file(conn, lambda c: _read_meta_and_key(c, key))
                 if meta.state == MOVED:
                     return Opened(OpenStatus.MOVED, None)
                 if meta.state != LIVE or meta.expires_at <= time.time():
@@ -515,14 +613,10 @@ class SessionStore:
         """Run ``query`` on ``lease`` or a connection to ``sid``; a failure is StorageBroken."""
         if lease is not None and lease.active:
             return lease.query(query)
-        path = self.path_for(sid)
-        try:
-            with self._connection(path) as conn:
-                if conn is None:
-                    raise StorageBroken("the session file has disappeared")
-                return query(conn)
-        except apsw.Error as exc:
-            raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+        with self._connection(self.path_for(sid)) as conn:
+            if conn is None:
+                raise StorageBroken("the session file has disappeared")
+            return _on_open_file(conn, query)
 
     # -- writing -------------------------------------------------------------------
 
@@ -568,10 +662,10 @@ class SessionStore:
                     if no_space:
                         raise self._full_error(path, None, "") from exc
                     raise
-            except (apsw.CorruptError, apsw.NotADBError, apsw.CantOpenError) as exc:
+            except _DAMAGE_MET_WRITING as exc:
                 # CantOpen: a journal or WAL file that cannot be opened (a planted symlink:
-                # SQLite never follows one) on a disk that is not full.
-                raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+                # SQLite never follows one, or no descriptor left) on a disk that is not full.
+                raise _damage(exc, conn) from exc
             finally:
                 if timeout is not None:
                     with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
@@ -589,12 +683,35 @@ class SessionStore:
 
         The file is built under a temporary name and renamed into place, so a session
         file is never seen half-initialised and a crash leaves only a ``.tmp-`` file.
+        Short of descriptors, it is tried again once the pool has given its idle ones
+        back. A directory found gone is re-created (with the interface's checks) and the
+        file built again; so is a file removed while it was built (by hand: a sweeper
+        never removes a temporary file whose creator holds its lock). A second failure
+        is a :class:`SessionError`, never a raw ``OSError``.
         """
+
+        def build() -> None:
+            self._build(sid, changes, seq)
+
+        try:
+            return self._freeing_descriptors(build)
+        except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.directory):
+                recreate_directory(self.directory, allow_unsafe=self._allow_unsafe_directory)
+        try:
+            return build()
+        except FileNotFoundError as exc:
+            raise SessionStorageUnavailable(
+                "the session file being created was removed meanwhile"
+            ) from exc
+
+    def _build(self, sid: str, changes: Changes, seq: int) -> None:
+        """One attempt of :meth:`create`, under the creator's lock on the temporary file."""
         temp = os.path.join(self.directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
         conn: apsw.Connection | None = None
+        fd: int | None = None
         try:
-            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-            os.close(os.open(temp, flags, 0o600))
+            fd = _create_locked(temp)
             conn = apsw.Connection(temp, flags=_OPEN_FLAGS)
             self._configure(conn)
             key = ""
@@ -617,18 +734,27 @@ class SessionStore:
                 raise self._full_error(temp, changes, key) from exc
             conn.close()
             conn = None
-            os.utime(temp, (changes.expires_at, changes.expires_at))
+            os.utime(fd, (changes.expires_at, changes.expires_at))
             os.rename(temp, self.path_for(sid))
         except BaseException as exc:
             no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+            short = _short_of_resources(exc, conn, temp)
             if conn is not None:
                 no_space = no_space or self._out_of_space(exc, conn)
                 conn.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            if no_space and not isinstance(exc, SessionError):
+            if fd is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+            if isinstance(exc, SessionError):
+                raise
+            if no_space:
                 raise self._full_error(temp, None, "") from exc
+            if short:
+                raise SessionStorageUnavailable(f"cannot create a session file: {short}") from exc
             raise
+        finally:
+            if fd is not None:  # after SQLite's close: its own locks are on other descriptors
+                os.close(fd)
 
     def _out_of_space(self, exc: BaseException, conn: apsw.Connection) -> bool:
         """Whether a failed write ran out of blocks or inodes on the session filesystem.
@@ -689,21 +815,18 @@ class SessionStore:
         the expiry without taking the lock and changes nothing. The file is opened
         without following symlinks and without the connection pool (a sweep of a million
         files must not evict the connections that requests use). Damaged or foreign
-        files are reported, never modified here.
+        files are reported, never modified here; a file that cannot be opened (lack of
+        descriptors or memory, permissions) or is planted is never reported as damaged.
         """
         path = self.path_for(sid)
-        broken = SweepOutcome.BROKEN
         try:
-            conn = self._open_connection(path)
+            conn = self._open_connection(path, os.lstat(path))
         except apsw.BusyError:
             return SweepOutcome.BUSY
         except _NoSpace:
             return self._sweep_without_space(sid, now, dry_run=dry_run)
-        except StorageNewer:
-            return SweepOutcome.NEWER
-        except (apsw.Error, StorageBroken):
-            # Also what opening a file that another sweeper is removing can give.
-            return broken if os.path.lexists(path) else SweepOutcome.VANISHED
+        except (OSError, StorageBroken, SessionStorageUnavailable) as exc:
+            return _sweep_outcome(exc, path)
         try:
             if dry_run:
                 meta = _read_meta(conn)
@@ -730,8 +853,10 @@ class SessionStore:
             removed = tx.after_commit()
         except apsw.BusyError:
             return SweepOutcome.BUSY
-        except (apsw.Error, StorageBroken):
-            return broken if os.path.lexists(path) else SweepOutcome.VANISHED
+        except apsw.Error as exc:
+            return _sweep_outcome(_damage(exc, conn), path)
+        except (StorageBroken, SessionStorageUnavailable) as exc:
+            return _sweep_outcome(exc, path)
         finally:
             if conn.in_transaction:
                 with contextlib.suppress(apsw.Error):
@@ -821,9 +946,10 @@ class _Checkout:
         except FileNotFoundError:
             self._discard(pooled)  # deleted by hand
             return None
-        if not stat.S_ISREG(st.st_mode):
+        planted = _planted("the session file", st)
+        if planted:
             self._discard(pooled)
-            raise StorageBroken(f"not a regular file (mode {stat.filemode(st.st_mode)})")
+            raise StorageUnsafe(planted)
         self._inode = (st.st_dev, st.st_ino)
         self.mtime = st.st_mtime
         self._checked = now
@@ -833,21 +959,15 @@ class _Checkout:
         conn = pooled.conn if pooled is not None else None
         if conn is None:
             try:
-                conn = store._open_connection(path)
+                conn = store._freeing_descriptors(lambda: store._open_connection(path, st))
+            except FileNotFoundError:
+                return None  # removed between the lstat and the open
             except _NoSpace as exc:
                 if self._write:
                     raise store._full_error(path, None, "") from exc
                 conn, self._reusable = store._open_snapshot(path), False
-            except apsw.CantOpenError as exc:
-                if os.path.lexists(path):  # e.g. its -wal is a symlink SQLite won't follow
-                    raise StorageBroken(f"cannot open: {exc}") from exc
-                return None  # removed between the lstat and the open
             except apsw.BusyError as exc:
                 raise _lock_timeout(path, store.busy_timeout) from exc
-            except apsw.Error as exc:
-                if not os.path.lexists(path):  # removed while we opened it
-                    return None
-                raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
         self._conn = conn
         return conn
 
@@ -857,8 +977,7 @@ class _Checkout:
         if exc is None and self._kept:
             return  # a lease now: released by its holder
         self.release(
-            broken=isinstance(exc, (apsw.Error, StorageBroken))
-            and not isinstance(exc, apsw.BusyError)
+            broken=isinstance(exc, _DISCARD_AFTER) and not isinstance(exc, apsw.BusyError)
         )
         if isinstance(exc, apsw.BusyError):
             raise _lock_timeout(self._path, self._store.busy_timeout) from exc
@@ -944,16 +1063,16 @@ class Lease:
         return self._checkout._conn is not None
 
     def query(self, query: Callable[[apsw.Connection], _T]) -> _T:
-        """Run ``query`` on the held connection; a failure is :class:`StorageBroken`."""
+        """Run ``query`` on the held connection; a failure is classified by :func:`_damage`."""
         conn = self._checkout._conn
         assert conn is not None
         try:
-            return query(conn)
+            return _on_open_file(conn, query)
         except apsw.BusyError as exc:
             raise _lock_timeout(self._checkout._path, self._checkout._store.busy_timeout) from exc
-        except apsw.Error as exc:
+        except (StorageBroken, SessionStorageUnavailable):
             self.release(broken=True)
-            raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+            raise
 
     def borrow(self) -> _Borrowed:
         """The held connection for one transaction block (see :meth:`SessionStore.transaction`)."""
@@ -998,7 +1117,7 @@ class _Borrowed:
                 conn.execute("ROLLBACK")
         if isinstance(exc, apsw.BusyError):
             raise _lock_timeout(checkout._path, checkout._store.busy_timeout) from exc
-        if isinstance(exc, (apsw.Error, StorageBroken)):
+        if isinstance(exc, _DISCARD_AFTER):
             self._lease.release(broken=True)
 
 
@@ -1048,10 +1167,7 @@ class Transaction:
     def _query(self, query: Callable[[apsw.Connection], _T]) -> _T:
         """Run ``query`` under the lock; damage met on the way is :class:`StorageBroken`."""
         assert self._conn is not None
-        try:
-            return query(self._conn)
-        except apsw.Error as exc:
-            raise StorageBroken(f"{type(exc).__name__}: {exc}") from exc
+        return _on_open_file(self._conn, query)
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
@@ -1318,3 +1434,142 @@ def _short_id(path: str) -> str:
 def _check_key_count(max_keys: int | None, nkeys: int, key: str) -> None:
     if max_keys is not None and nkeys > max_keys:
         raise SessionTooLarge(key, f"session would hold {nkeys} keys (limit {max_keys}) at {key!r}")
+
+
+def _planted(what: str, st: os.stat_result) -> str | None:
+    """Why a file of a session must not be used, or None: only a regular file of one link.
+
+    A hard link at a session's name, or at its ``-wal``/``-shm`` name, would make SQLite
+    write into a file that also lives outside the directory.
+    """
+    if not stat.S_ISREG(st.st_mode):
+        return f"not opened: {what} is not a regular file (mode {stat.filemode(st.st_mode)})"
+    if st.st_nlink != 1:
+        return f"not opened: {what} has {st.st_nlink} hard links"
+    return None
+
+
+def _refuse_planted(path: str, st: os.stat_result) -> None:
+    """Raise :class:`StorageUnsafe` if the session file at ``path`` (whose lstat is ``st``)
+    or one of its side files is planted.
+
+    Checked before SQLite opens anything. SQLite never follows a symlink at the session
+    file, but it opens its ``-wal`` and ``-shm`` as it finds them. A file planted between
+    this check and the open is possible only for the directory's owner (see
+    :mod:`.directory`).
+    """
+    planted = _planted("the session file", st)
+    for suffix in WAL_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            planted = planted or _planted(f"its {suffix}", os.lstat(path + suffix))
+    if planted:
+        raise StorageUnsafe(planted)
+
+
+def _open_failure(exc: apsw.Error, path: str, system_errno: int) -> BaseException:
+    """What a failure to open a session file (or to read it the first time) means.
+
+    Only a file that opened and proved not to be a session of ours is
+    :class:`StorageBroken` (not a database, corrupt). One refused for what it is
+    (read-only, a symlink, a file we may not open) is :class:`StorageUnsafe`; one that
+    vanished, FileNotFoundError (a busy lock is not a failure to open). Anything else
+    (no descriptor, no memory, an error we cannot explain) is
+    :class:`SessionStorageUnavailable`: the file may be fine and is never given up.
+    SQLite keeps no errno for a failed open, so the file is then opened once here.
+    """
+    if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+        return StorageBroken(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, apsw.ReadOnlyError):
+        return StorageUnsafe("the session file opens only read-only")
+    if getattr(exc, "extendedresult", None) == apsw.SQLITE_CANTOPEN_SYMLINK:
+        return StorageUnsafe("a symlink in the session file's path")
+    code = system_errno or _errno_opening(path)
+    if code == errno.ENOENT:
+        return FileNotFoundError(code, os.strerror(code))
+    if code in _REFUSED_ERRNOS:
+        return StorageUnsafe(f"the session file cannot be opened: {os.strerror(code)}")
+    reason = os.strerror(code) if code else f"{type(exc).__name__}: {exc}"
+    return SessionStorageUnavailable(f"cannot open a session file now: {reason}")
+
+
+def _damage(exc: apsw.Error, conn: apsw.Connection) -> BaseException:
+    """What a failed statement on a session file that opened means (see :func:`_open_failure`).
+
+    Lack of memory or descriptors is :class:`SessionStorageUnavailable`; a file that
+    turned out read-only, or a side file refused, :class:`StorageUnsafe`; anything else
+    met in a file that opened is damage, :class:`StorageBroken`.
+    """
+    code = conn.system_errno
+    if isinstance(exc, apsw.NoMemError) or code in _RESOURCE_ERRNOS:
+        return SessionStorageUnavailable(f"session storage short of resources: {exc}")
+    if isinstance(exc, apsw.ReadOnlyError) or (
+        isinstance(exc, apsw.CantOpenError) and code in _REFUSED_ERRNOS
+    ):
+        return StorageUnsafe(f"the session file cannot be written: {exc}")
+    return StorageBroken(f"{type(exc).__name__}: {exc}")
+
+
+def _on_open_file(conn: apsw.Connection, query: Callable[[apsw.Connection], _T]) -> _T:
+    """``query(conn)``; a failure other than a busy lock is classified by :func:`_damage`."""
+    try:
+        return query(conn)
+    except apsw.BusyError:
+        raise
+    except apsw.Error as exc:
+        raise _damage(exc, conn) from exc
+
+
+def _errno_opening(path: str) -> int:
+    """The errno that opening ``path`` for reading gives now (0 when it opens)."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK))
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def _short_of_resources(exc: BaseException, conn: apsw.Connection | None, path: str) -> str:
+    """Why ``exc`` is a lack of descriptors or memory, or "" when it is not."""
+    if isinstance(exc, apsw.NoMemError):
+        return "out of memory"
+    if isinstance(exc, OSError):
+        code = exc.errno or 0
+    elif isinstance(exc, (apsw.CantOpenError, apsw.IOError)):
+        code = (conn.system_errno if conn is not None else 0) or _errno_opening(path)
+    else:
+        return ""
+    return os.strerror(code) if code in _RESOURCE_ERRNOS else ""
+
+
+def _create_locked(path: str) -> int:
+    """Create ``path`` and hold an exclusive ``flock`` on it; returns the descriptor.
+
+    The lock marks a file under construction: the sweeper removes a temporary file only
+    once it holds that lock itself (its creator finished or died), whatever its grace.
+    ``flock`` is independent of SQLite's own (POSIX) locks on the file. A sweeper may
+    remove the file between its creation and the lock: then FileNotFoundError.
+    """
+    flags = os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held, named = os.fstat(fd), os.lstat(path)
+        if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
+            raise FileNotFoundError(errno.ENOENT, "the new session file was removed", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sweep_outcome(failure: BaseException, path: str) -> SweepOutcome:
+    """The sweeper's verdict on a session file that failed to open or to be read."""
+    if not os.path.lexists(path):
+        return SweepOutcome.VANISHED  # (also what a file another sweeper removes can give)
+    if isinstance(failure, StorageNewer):
+        return SweepOutcome.NEWER
+    if isinstance(failure, StorageUnsafe):
+        return SweepOutcome.UNSAFE
+    if isinstance(failure, StorageBroken):
+        return SweepOutcome.BROKEN
+    return SweepOutcome.UNOPENED

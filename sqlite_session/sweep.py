@@ -11,12 +11,17 @@ nobody will read again, and a session in use (its lock held) is skipped.
 What is removed, and what is never touched
     * ``<id>.session`` files whose stored expiry has passed (and MOVED tombstones whose
       grace has passed).
-    * ``<id>.session`` files that cannot be read as a session (corrupt, truncated, empty,
-      another program's database) when their name has the exact shape of one of our ids
-      and nothing has touched them (``ctime``) for ``grace`` seconds. Files of a *newer*
-      format are left alone: a newer version of the app may be serving them.
+    * ``<id>.session`` files that opened and proved not to be a session (corrupt,
+      truncated, empty, another program's database) when their name has the exact shape
+      of one of our ids and nothing has touched them (``ctime``) for ``grace`` seconds.
+      Files of a *newer* format are left alone: a newer version of the app may be
+      serving them. So is a file that could not be opened (no descriptor or memory left,
+      permissions: a failure to open proves nothing about the file) and a planted one
+      (a hard link, a read-only file, a planted ``-wal``/``-shm``).
     * ``.tmp-<hex>`` files (a creation that crashed before its rename) and ``.probe-<pid>``
-      files (a start-up check that crashed) untouched for ``grace`` seconds.
+      files (a start-up check that crashed) untouched for ``grace`` seconds. A
+      ``.tmp-`` file whose creator still holds its ``flock`` is being built and is never
+      removed, whatever ``grace`` says; nor are the side files of an existing one.
     * ``<id>.session-journal`` (and ``-wal``/``-shm``) files whose session file is gone,
       untouched for ``grace`` seconds. A journal next to an existing session file is
       never removed: if it is hot, SQLite needs it to roll the session back.
@@ -44,7 +49,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .ids import is_valid_session_id
-from .store import SUFFIX, SessionStore, SweepOutcome
+from .store import SUFFIX, TEMP_PREFIX, SessionStore, SweepOutcome
 
 log = logging.getLogger("sqlite_session")
 
@@ -55,6 +60,7 @@ PROGRESS_EVERY = 4096  # entries between two progress callbacks
 
 _TEMP_RE = re.compile(r"\.tmp-[0-9a-f]+(?:-journal|-wal|-shm)?|\.probe-[0-9]+")
 _SIDECARS = ("-journal", "-wal", "-shm")
+_PROBE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 Event = Callable[[str, str], None]
 """A per-file notification: (what happened, file name), e.g. ``("removed", "abc.session")``."""
@@ -73,6 +79,8 @@ class SweepReport:
     broken: int = 0  # unreadable session files seen
     broken_removed: int = 0  # ... of which removed (old enough, name of ours)
     newer: int = 0  # session files of a newer format: left alone
+    unsafe: int = 0  # planted (hard links...) or read-only session files: left alone
+    unopened: int = 0  # session files that could not be opened now: left alone
     temp_removed: int = 0  # stale temporary files removed
     journals_kept: int = 0  # journals next to an existing session: left for SQLite
     journals_removed: int = 0  # orphan journals removed
@@ -93,6 +101,8 @@ class SweepReport:
                 (self.busy, "busy (in use, skipped)"),
                 (self.broken, f"unreadable ({self.broken_removed} {done})"),
                 (self.newer, "of a newer format (left alone)"),
+                (self.unsafe, "planted or read-only (left alone)"),
+                (self.unopened, "could not be opened (left alone)"),
                 (self.temp_removed, f"stale temporary files {done}"),
                 (self.journals_removed, f"orphan journals {done}"),
                 (self.foreign, "foreign entries (left alone)"),
@@ -149,8 +159,7 @@ class _Sweep:
                 report.errors += 1
                 self.event(f"error: {exc}", name)
         elif _TEMP_RE.fullmatch(name):
-            if self.garbage(name, st, "stale temporary file"):
-                report.temp_removed += 1
+            self.temporary(name, st)
         elif name.endswith(_SIDECARS) and name.rsplit("-", 1)[0].endswith(SUFFIX):
             self.sidecar(name, st)
         else:
@@ -178,6 +187,12 @@ class _Sweep:
         elif outcome is SweepOutcome.NEWER:
             report.newer += 1
             self.event("newer format, left alone", name)
+        elif outcome is SweepOutcome.UNSAFE:
+            report.unsafe += 1
+            self.event("planted or read-only, left alone", name)
+        elif outcome is SweepOutcome.UNOPENED:
+            report.unopened += 1
+            self.event("could not be opened, left alone", name)
         else:
             report.broken += 1
             if not is_valid_session_id(sid):
@@ -196,27 +211,74 @@ class _Sweep:
         ):
             self.report.journals_removed += 1
 
-    def garbage(self, name: str, st: os.stat_result, label: str) -> bool:
+    def temporary(self, name: str, st: os.stat_result) -> None:
+        """A temporary file: removed once stale, unless it (or its own file) is being built."""
+        if name.endswith(_SIDECARS):
+            if os.path.lexists(os.path.join(self.directory, name.rsplit("-", 1)[0])):
+                self.event("side file of a temporary file, kept", name)
+                return
+        elif name.startswith(TEMP_PREFIX):
+            if self.garbage(name, st, "stale temporary file", unless_locked=True):
+                self.report.temp_removed += 1
+            return
+        if self.garbage(name, st, "stale temporary file"):
+            self.report.temp_removed += 1
+
+    def garbage(
+        self, name: str, st: os.stat_result, label: str, *, unless_locked: bool = False
+    ) -> bool:
         """Remove a leftover file of ours once nothing has touched it for ``grace`` seconds.
 
         ``ctime`` (which nobody can set) is the age: an mtime may mirror a future expiry.
-        Returns True when the file was removed (or would be, in a dry run).
+        With ``unless_locked``, a file whose creator holds its ``flock`` (it is being
+        built) is kept whatever its age. Returns True when the file was removed (or
+        would be, in a dry run).
         """
         if self.now - st.st_ctime < self.grace:
             self.event(f"{label}, too recent to remove", name)
             return False
-        if not self.dry_run:
-            try:
-                os.unlink(os.path.join(self.directory, name))
-            except FileNotFoundError:
-                self.report.vanished += 1
-                return False
-            except OSError as exc:
-                self.report.errors += 1
-                self.event(f"{label}, cannot remove: {exc.strerror}", name)
-                return False
+        path = os.path.join(self.directory, name)
+        # A temporary file's creator holds its flock while building it (see SessionStore.create).
+        lock = _try_flock(path, _PROBE_FLAGS) if unless_locked else contextlib.nullcontext(0)
+        try:
+            with lock as held:
+                if held is None:
+                    self.event(f"{label}, being built, kept", name)
+                    return False
+                if not self.dry_run:
+                    os.unlink(path)  # (under its lock: a creator that locks later starts again)
+        except FileNotFoundError:
+            self.report.vanished += 1
+            return False
+        except OSError as exc:
+            self.report.errors += 1
+            self.event(f"{label}, cannot remove: {exc.strerror}", name)
+            return False
         self.event(f"{'would remove' if self.dry_run else 'removed'} {label}", name)
         return True
+
+
+@contextlib.contextmanager
+def _try_flock(path: str, flags: int) -> Iterator[int | None]:
+    """Open ``path`` and take its exclusive ``flock`` without waiting, for the block.
+
+    Yields the descriptor, or None while someone else holds the lock. (Opening a
+    temporary file this way is harmless to SQLite's own locks: only its builder has it
+    open, and nobody else ever opens it through SQLite.)
+    """
+    fd = os.open(path, flags, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            yield fd
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # explicit: a forked child may share this fd
+    finally:
+        os.close(fd)
 
 
 def sweep(
@@ -234,14 +296,15 @@ def sweep(
     ``now`` is the moment sessions are judged against (default: the start of the
     sweep; a session that expires during a long sweep is left for the next one).
     ``grace`` is how long a leftover file (temporary, orphan journal, unreadable session)
-    must have been untouched before it is removed; ``lock_timeout`` how long to wait for
-    a session's lock before counting it busy. ``on_event`` receives each file-level
-    action; ``progress`` the running report every few thousand entries. Raises
+    must have been untouched before it is removed (a file being built never is);
+    ``lock_timeout`` how long to wait for a session's lock before counting it busy.
+    ``on_event`` receives each file-level action; ``progress`` the running report every
+    few thousand entries. ``directory`` is resolved to its real path once. Raises
     :class:`OSError` only if the directory itself cannot be listed.
     """
     start = time.monotonic()
     state = _Sweep(
-        os.fspath(directory),
+        os.path.realpath(directory),  # resolved once, as the store does (see SessionStore)
         time.time() if now is None else now,
         dry_run,
         grace,
@@ -337,19 +400,8 @@ class SweepLock:
 def sweep_lock(directory: str | os.PathLike[str]) -> Iterator[SweepLock | None]:
     """Hold the directory's sweep lock for the block; yields None if another sweep holds it."""
     path = os.path.join(os.fspath(directory), LOCK_NAME)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        try:
-            yield SweepLock(fd)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)  # explicit: a forked child may share this fd
-    finally:
-        os.close(fd)
+    with _try_flock(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC) as fd:
+        yield None if fd is None else SweepLock(fd)
 
 
 class BackgroundSweeper:
@@ -374,7 +426,7 @@ class BackgroundSweeper:
     ) -> None:
         if not interval > 0:
             raise ValueError("the sweep interval must be a positive number of seconds")
-        self.directory = directory
+        self.directory = os.path.realpath(directory)
         self.interval = interval
         self.grace = grace
         self.lock_timeout = lock_timeout
@@ -420,11 +472,14 @@ class BackgroundSweeper:
             report = sweep(self.directory, grace=self.grace, lock_timeout=self.lock_timeout)
             lock.record_sweep(time.time())
         log.info("sweep of %s: %s", self.directory, report.summary())
-        if report.broken or report.foreign or report.errors:
+        if report.broken or report.unsafe or report.unopened or report.foreign or report.errors:
             log.warning(
-                "sweep of %s found %d unreadable session files, %d foreign entries, %d errors",
+                "sweep of %s found %d unreadable, %d planted or read-only and %d unopenable "
+                "session files, %d foreign entries, %d errors",
                 self.directory,
                 report.broken,
+                report.unsafe,
+                report.unopened,
                 report.foreign,
                 report.errors,
             )

@@ -6,6 +6,7 @@ reliability tests' gunicorn is the stress app's.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask, jsonify
@@ -13,9 +14,15 @@ from servers import cookie_of, threaded_server
 from servers import stress_gunicorn as gunicorn
 from werkzeug.exceptions import InternalServerError
 
-from sqlite_session import SessionError
+from sqlite_session import SessionError, SqliteSessionInterface
 
-__all__ = ["cookie_of", "gunicorn", "handle_session_errors", "threaded_server"]
+__all__ = [
+    "app_answering_session_errors",
+    "cookie_of",
+    "gunicorn",
+    "handle_session_errors",
+    "threaded_server",
+]
 
 
 def handle_session_errors(app: Flask) -> None:
@@ -34,3 +41,15 @@ def handle_session_errors(app: Flask) -> None:
         original = exc.original_exception
         name = type(original).__name__ if isinstance(original, SessionError) else "other"
         return jsonify(error=name, where="save"), 409 if name != "other" else 500
+
+
+def app_answering_session_errors(directory: str | os.PathLike[str]) -> Flask:
+    """An app on ``directory`` that answers session errors through :func:`handle_session_errors`.
+
+    Not in TESTING mode: errors reach the handlers instead of the test client.
+    """
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret")
+    app.session_interface = SqliteSessionInterface(directory)
+    handle_session_errors(app)
+    return app
