@@ -212,34 +212,30 @@ class _Sweep:
             self.report.journals_removed += 1
 
     def temporary(self, name: str, st: os.stat_result) -> None:
-        """A temporary file: removed once stale, unless it (or its own file) is being built."""
-        if name.endswith(_SIDECARS):
-            if os.path.lexists(os.path.join(self.directory, name.rsplit("-", 1)[0])):
-                self.event("side file of a temporary file, kept", name)
-                return
-        elif name.startswith(TEMP_PREFIX):
-            if self.garbage(name, st, "stale temporary file", unless_locked=True):
-                self.report.temp_removed += 1
-            return
-        if self.garbage(name, st, "stale temporary file"):
+        """A temporary file: removed once stale, unless its session is still being built."""
+        built = name.rsplit("-", 1)[0] if name.endswith(_SIDECARS) else name
+        built_path = os.path.join(self.directory, built)
+        being_built = built.startswith(TEMP_PREFIX) and os.path.lexists(built_path)
+        lock_of = built_path if being_built else None
+        if self.garbage(name, st, "stale temporary file", lock_of=lock_of):
             self.report.temp_removed += 1
 
     def garbage(
-        self, name: str, st: os.stat_result, label: str, *, unless_locked: bool = False
+        self, name: str, st: os.stat_result, label: str, *, lock_of: str | None = None
     ) -> bool:
         """Remove a leftover file of ours once nothing has touched it for ``grace`` seconds.
 
         ``ctime`` (which nobody can set) is the age: an mtime may mirror a future expiry.
-        With ``unless_locked``, a file whose creator holds its ``flock`` (it is being
-        built) is kept whatever its age. Returns True when the file was removed (or
-        would be, in a dry run).
+        With ``lock_of``, the file is kept whatever its age while someone holds the
+        ``flock`` of that file: a temporary session file's creator holds it while building
+        it (see ``SessionStore.create``). Returns True when the file was removed (or would
+        be, in a dry run).
         """
         if self.now - st.st_ctime < self.grace:
             self.event(f"{label}, too recent to remove", name)
             return False
         path = os.path.join(self.directory, name)
-        # A temporary file's creator holds its flock while building it (see SessionStore.create).
-        lock = _try_flock(path, _PROBE_FLAGS) if unless_locked else contextlib.nullcontext(0)
+        lock = _try_flock(lock_of, _PROBE_FLAGS) if lock_of else contextlib.nullcontext(0)
         try:
             with lock as held:
                 if held is None:

@@ -9,6 +9,8 @@ sweeps the directory with ``grace=0`` and lets the creation finish.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,3 +116,23 @@ def test_a_file_removed_by_hand_while_built_is_built_again(
     outcome = login_paused_in_the_middle(session_dir, pausing_vfs, remove_temporary_files)
     assert outcome == {"status": 200}
     assert session_files(session_dir)
+
+
+def test_side_files_of_a_file_being_built_are_kept_until_its_lock_is_released(
+    tmp_path: Path,
+) -> None:
+    """The lock is taken here as the store's creator takes it: flock on the .tmp- file."""
+    directory = tmp_path / "sessions"
+    SqliteSessionInterface(directory)
+    names = [".tmp-0123456789abcdef", ".tmp-0123456789abcdef-wal", ".tmp-0123456789abcdef-shm"]
+    for name in names:
+        (directory / name).write_bytes(b"x")
+    fd = os.open(directory / names[0], os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert sweep(directory, grace=0).temp_removed == 0
+        assert sorted(os.listdir(directory)) == sorted(names)
+    finally:
+        os.close(fd)
+    assert sweep(directory, grace=0).temp_removed == len(names)
+    assert os.listdir(directory) == []
