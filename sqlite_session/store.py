@@ -481,10 +481,10 @@ class SessionStore:
         """A configured connection to a session file of ours, or the reason there is none.
 
         ``st`` is the file's lstat, taken by the caller. Raises FileNotFoundError (no
-        file), :class:`StorageBroken` (opened, and not a
-        session of ours), :class:`StorageUnsafe` (planted or read-only), ``_NoSpace``,
-        ``apsw.BusyError`` or :class:`SessionStorageUnavailable` (any other failure to
-        open: the file may be fine). See :func:`_open_failure`.
+        file), :class:`StorageBroken` (opened, and not a session of ours),
+        :class:`StorageUnsafe` (planted or read-only), ``_NoSpace``, ``apsw.BusyError``
+        or :class:`SessionStorageUnavailable` (any other failure to open: the file may
+        be fine). See :func:`_open_failure`.
         """
         _refuse_planted(path, st)
         try:
