@@ -20,7 +20,12 @@ from weakref import ref
 
 from flask.sessions import SessionMixin
 
-from .errors import SessionLockTimeout, SessionStorageFull, SessionTooLarge
+from .errors import (
+    SessionLockTimeout,
+    SessionStorageFull,
+    SessionStorageUnavailable,
+    SessionTooLarge,
+)
 from .ids import new_session_id, short_id
 from .serializer import Serializer
 from .store import (
@@ -608,13 +613,13 @@ class PerKeySession(SessionMixin):
             try:
                 with self._settings.store.transaction(self._sid, lease=self._lease) as tx:
                     refreshed = tx.refresh(now + lifetime)
-            except (SessionLockTimeout, SessionStorageFull) as exc:
+            except (SessionLockTimeout, SessionStorageFull, SessionStorageUnavailable) as exc:
                 # The lock held for all of lock_timeout (a long atomic() block or a stuck
-                # process), or no room on a full filesystem: this request only read, so it
-                # keeps its response and leaves the refresh to a later request. (Not
-                # skipped on a short wait: the sweeper takes the lock briefly to check the
-                # expiry, and a refresh that gave way to it would let a session in use
-                # expire.)
+                # process), no room on a full filesystem, or no descriptor left: this
+                # request only read, so it keeps its response and leaves the refresh to a
+                # later request. (Not skipped on a short wait: the sweeper takes the lock
+                # briefly to check the expiry, and a refresh that gave way to it would let
+                # a session in use expire.)
                 log.warning("session %s: expiry refresh skipped: %s", short_id(self._sid), exc)
                 return SaveResult(self._sid, False, False, self._expires_at)
             if not refreshed:
