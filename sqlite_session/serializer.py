@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
+from itertools import chain, compress
 from typing import Any, Protocol
 
 from flask.json.tag import TaggedJSONSerializer as _FlaskTaggedJSON
@@ -66,8 +68,66 @@ def _plain_json_loads(text: str) -> Any:
     return json.loads(text)
 
 
+_TAG_KEYS = frozenset(_FlaskTaggedJSON().tags)  # " t", " b", " di", ...
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# A tagged value is a one-key JSON object whose key is a tag (Flask's tagger writes no
+# other object of that shape): text without this pattern decodes as plain JSON.
+_TAG_OBJECT = re.compile(
+    r'\{[ \t\n\r]*"(?:' + "|".join(re.escape(key) for key in sorted(_TAG_KEYS)) + r')"'
+)
+
+
+def _plain_json_dumps(value: Any) -> str:
+    """What Flask's tagger writes for a value that needs no tag (see :func:`_needs_no_tag`).
+
+    The compact separators are the tagger's; ``sort_keys`` and ``ensure_ascii`` are the
+    defaults of Flask's JSON provider, through which the tagger writes.
+    """
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _needs_no_tag(value: Any) -> bool:
+    """Whether Flask's tagger would leave every part of ``value`` as it is.
+
+    True when it holds only str, int, float, bool and None (exactly those types: a str
+    subclass may be Markup), in dicts and lists, and no one-key dict whose key is a
+    tag. Checked a level of nesting at a time with C-level iteration (``map``,
+    ``compress``): a Python loop per element cost several times the encoding itself.
+    ``value`` must be acyclic (json.dumps has accepted it).
+    """
+    items: list[Any] = [value]
+    while True:
+        kinds = set(map(type, items))
+        if kinds <= _SCALARS:
+            return True
+        dict_kinds = {k for k in kinds if issubclass(k, dict) and k.items is dict.items}
+        # (json.dumps reads a list subclass's items directly, the tagger through iter())
+        list_kinds = {k for k in kinds if issubclass(k, list) and k.__iter__ is list.__iter__}
+        if not kinds <= _SCALARS | dict_kinds | list_kinds:
+            return False
+        dicts = _of_kinds(items, kinds, dict_kinds)
+        if 1 in map(len, dicts) and any(len(d) == 1 and next(iter(d)) in _TAG_KEYS for d in dicts):
+            return False  # a dict the tagger wraps in " di"
+        lists = _of_kinds(items, kinds, list_kinds)
+        items = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
+
+
+def _of_kinds(items: list[Any], kinds: set[type], wanted: set[type]) -> list[Any]:
+    """The items whose type is in ``wanted`` (``kinds``: the types of all of them)."""
+    if kinds <= wanted:
+        return items
+    if not wanted:
+        return []
+    return list(compress(items, map(wanted.__contains__, map(type, items))))
+
+
 class TaggedJSONSerializer:
-    """Flask's tagged JSON, the types its cookie session supports (the default)."""
+    """Flask's tagged JSON, the types its cookie session supports (the default).
+
+    Values that need no tag (only JSON's own types, the common case) are encoded and
+    decoded by :mod:`json` directly, to the same bytes and values as Flask's tagger,
+    which walks every element in Python; anything else goes through the tagger.
+    """
 
     def __init__(self) -> None:
         self._tagged = _FlaskTaggedJSON()
@@ -83,6 +143,13 @@ class TaggedJSONSerializer:
         if value is None:
             return b"null"
         try:
+            text = _plain_json_dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            pass  # not plain JSON (or not storable): the tagger decides, as it always did
+        else:
+            if _needs_no_tag(value):
+                return text.encode("utf-8")
+        try:
             return self._tagged.dumps(value).encode("utf-8")
         except ValueError as exc:  # e.g. a circular reference
             raise TypeError(str(exc)) from exc
@@ -91,6 +158,8 @@ class TaggedJSONSerializer:
         text = data.decode("utf-8")
         if "{" not in text:  # tags are JSON objects: without one there is nothing to undo
             return _plain_json_loads(text)
+        if '" ' not in text or _TAG_OBJECT.search(text) is None:  # (every tag starts '" ')
+            return json.loads(text)
         return self._tagged.loads(text)
 
 
