@@ -14,21 +14,121 @@ the key dirty and the value is encoded from the live object at save time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from itertools import chain, compress, repeat
 from typing import Any, SupportsIndex
 
 OnChange = Callable[[], None]
 
 
 def track(value: Any, on_change: OnChange) -> Any:
-    """Return ``value`` with every nested dict and list replaced by a tracked twin."""
-    if isinstance(value, dict):
-        return TrackedDict({k: track(v, on_change) for k, v in value.items()}, on_change)
-    if isinstance(value, list):
-        return TrackedList([track(v, on_change) for v in value], on_change)
-    if type(value) is tuple:
-        return tuple(track(v, on_change) for v in value)
-    return value
+    """Return ``value`` with every nested dict and list replaced by a tracked twin.
+
+    Done a level of nesting at a time: the containers to wrap are found among all of a
+    level's items at once, by type, with C-level iteration (``map``, ``compress``).
+    Most items are scalars, and a Python loop over them cost more than decoding them.
+    """
+    top = _twin(value, on_change)
+    level = _Level()
+    level.add(top)
+    while level.dicts or level.lists:
+        level = level.track_children(on_change)
+    return top
+
+
+def _twin(value: Any, on_change: OnChange) -> Any:
+    """``value`` itself tracked (a dict's or list's children are left to the caller)."""
+    twin: TrackedDict | TrackedList
+    tracked_type = _TRACKED_TYPE.get(type(value))
+    if tracked_type is not None:
+        twin = tracked_type(value)
+    elif isinstance(value, dict):
+        twin = TrackedDict(value)
+    elif isinstance(value, list):
+        twin = TrackedList(value)
+    elif type(value) is tuple and any(map(_holds_changeable, set(map(type, value)))):
+        return tuple(track(item, on_change) for item in value)  # (rare and small)
+    else:
+        return value
+    twin._on_change = on_change
+    return twin
+
+
+def _holds_changeable(kind: type) -> bool:
+    """Whether :func:`track` replaces a value of this type (or one inside it)."""
+    return issubclass(kind, (dict, list)) or kind is tuple
+
+
+class _Level:
+    """The tracked containers at one depth of a value, whose children are still plain."""
+
+    def __init__(self) -> None:
+        self.dicts: list[TrackedDict] = []
+        self.lists: list[TrackedList] = []
+
+    def add(self, twin: Any) -> None:
+        if isinstance(twin, TrackedDict):
+            self.dicts.append(twin)
+        elif isinstance(twin, TrackedList):
+            self.lists.append(twin)
+
+    def track_children(self, on_change: OnChange) -> _Level:
+        """Replace the children to track by their twins; return the level below."""
+        below = _Level()
+        dicts, lists = self.dicts, self.lists
+        dict_values = list(map(dict.values, dicts))
+        kinds = set(map(type, chain.from_iterable(dict_values)))
+        if len(kinds) == 1 and kinds <= _TRACKED_TYPE.keys():  # e.g. a dict of lists
+            for mapping, values in zip(dicts, dict_values, strict=True):
+                twins = below.bulk_twins(values, on_change)
+                dict.update(mapping, zip(list(mapping), twins, strict=True))
+        else:
+            below.track_slots(kinds, dict.__setitem__, map(zip, map(repeat, dicts), dicts),
+                              dict_values, on_change)  # fmt: skip
+        kinds = set(map(type, chain.from_iterable(lists)))
+        if len(kinds) == 1 and kinds <= _TRACKED_TYPE.keys():  # e.g. a list of records
+            for sequence in lists:
+                list.__setitem__(sequence, slice(None), below.bulk_twins(sequence, on_change))
+        else:
+            labels = map(zip, map(repeat, lists), map(range, map(len, lists)))
+            below.track_slots(kinds, list.__setitem__, labels, lists, on_change)
+        return below
+
+    def bulk_twins(self, items: Iterable[Any], on_change: OnChange) -> list[Any]:
+        """Twins of ``items``, all plain dicts or all plain lists, added to this level.
+
+        The twins are built by a C-level ``map``: a value is often a list of records,
+        and building them one by one through :func:`_twin` cost four times as much.
+        """
+        twins = list(items)
+        if twins:
+            twins = list(map(_TRACKED_TYPE[type(twins[0])], twins))
+            for twin in twins:
+                twin._on_change = on_change
+            (self.dicts if isinstance(twins[0], dict) else self.lists).extend(twins)
+        return twins
+
+    def track_slots(
+        self,
+        kinds: set[type],
+        setitem: Callable[[Any, Any, Any], None],
+        labels: Iterable[Iterable[Any]],
+        items: Iterable[Iterable[Any]],
+        on_change: OnChange,
+    ) -> None:
+        """Replace the items of mixed kinds that need tracking, one by one.
+
+        ``labels`` and ``items`` give, for each parent, its (parent, key or index) pairs
+        and its items, in step; ``kinds`` are the types of all the items.
+        """
+        wrapped = set(filter(_holds_changeable, kinds))
+        if not wrapped:
+            return
+        needed = map(wrapped.__contains__, map(type, chain.from_iterable(items)))
+        for parent, label in list(compress(chain.from_iterable(labels), needed)):
+            child = _twin(parent[label], on_change)
+            setitem(parent, label, child)  # (not parent[label] = : no change to report)
+            self.add(child)
 
 
 def untrack(value: Any) -> Any:
@@ -43,13 +143,11 @@ def untrack(value: Any) -> Any:
 
 
 class TrackedDict(dict[Any, Any]):
-    """A dict that calls ``on_change`` after every mutation."""
+    """A dict that calls ``on_change`` after every mutation (made by :func:`track`)."""
 
+    # No __init__: the C constructor copies the data, and track() sets _on_change.
     __slots__ = ("_on_change",)
-
-    def __init__(self, data: dict[Any, Any], on_change: OnChange) -> None:
-        super().__init__(data)
-        self._on_change = on_change
+    _on_change: OnChange
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return (dict, (untrack(self),))
@@ -92,13 +190,10 @@ class TrackedDict(dict[Any, Any]):
 
 
 class TrackedList(list[Any]):
-    """A list that calls ``on_change`` after every mutation."""
+    """A list that calls ``on_change`` after every mutation (made by :func:`track`)."""
 
     __slots__ = ("_on_change",)
-
-    def __init__(self, data: list[Any], on_change: OnChange) -> None:
-        super().__init__(data)
-        self._on_change = on_change
+    _on_change: OnChange
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return (list, (untrack(self),))
@@ -153,3 +248,9 @@ class TrackedList(list[Any]):
     def reverse(self) -> None:
         super().reverse()
         self._on_change()
+
+
+_TRACKED_TYPE: dict[type, type[TrackedDict] | type[TrackedList]] = {
+    dict: TrackedDict,
+    list: TrackedList,
+}
