@@ -10,6 +10,9 @@ one run, the same scenarios go through Flask's test client (with its cookie jar)
   redis-server started here (127.0.0.1, free port, no persistence, stopped by PID),
 - ``sqlite_session`` with its defaults.
 
+Then the "values" rows (``bench_values.py``): what the size of one value adds to reading it
+and to a saved nested change, against json.loads + json.dumps of the same value.
+
 All session directories and databases live on /dev/shm. Systems and scenarios are
 interleaved in small slices across many repeats, so a slow patch of a shared machine
 lands on every system alike; each figure is the median over all requests of a cell.
@@ -20,7 +23,12 @@ keeps each connection's cookie.
 Flask-Session runs with its defaults (SESSION_PERMANENT and SESSION_REFRESH_EACH_REQUEST
 true), which rewrite the whole session at the end of every request that loads it; that is
 what its users get. The nested-append view sets ``session.modified = True`` because the
-peers need it to persist a nested change (sqlite_session does not).
+peers need it to persist a nested change (sqlite_session does not). The big session holds
+1,000 distinct values: with one value repeated, pickle's memo stored it once and the peers
+that pickle the whole session did a fraction of the work.
+
+``--only`` runs a subset (scenario names, ``values``, ``tmpfs``, ``gunicorn``) and then
+writes no file unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench_values import ValueRow, run_value_bench, value_table, value_targets
 from flask import Flask, session
 from flask.testing import FlaskClient
 
@@ -58,6 +67,7 @@ SECRET = "bench secret key"
 SMALL = {"user": "alice", "theme": "dark", "lang": "en", "n": 0, "cart": []}
 BIG_KEYS = 1000
 BIG_VALUE = 1024  # bytes per value of the big session
+NESTED_MAX = 100  # the nested scenario's list grows to this many items, then starts again
 FLASK_SESSION = ("fs-cachelib", "fs-sqlalchemy", "fs-redis")
 SYSTEMS = ("none", "cookie", *FLASK_SESSION, "sqlite_session")
 
@@ -77,8 +87,9 @@ SCENARIOS = (
     Scenario("rw", "read + write 1 key of a 5-key session", "/rw", "/setup/small"),
     Scenario("big_read", "read 1 key of 1,000 keys x 1 KB", "/big/read", "/setup/big", True),
     Scenario("big_write", "write 1 key of 1,000 keys x 1 KB", "/big/write", "/setup/big", True),
-    Scenario("nested", "nested append to a list", "/nested", "/setup/small"),
+    Scenario("nested", f"nested append to a list of up to {NESTED_MAX}", "/nested", "/setup/small"),
 )
+SECTIONS = ("values", "tmpfs", "gunicorn")  # what --only can name besides the scenarios
 
 
 # -- the apps -------------------------------------------------------------------------
@@ -86,7 +97,8 @@ SCENARIOS = (
 
 def add_views(app: Flask, touch: bool) -> None:
     """The benchmark's routes; with ``touch`` False they never look at the session."""
-    values = [secrets.token_hex(BIG_VALUE // 2) for _ in range(2)]
+    values = [secrets.token_hex(BIG_VALUE // 2) for _ in range(BIG_KEYS)]  # all distinct
+    fresh = [secrets.token_hex(BIG_VALUE // 2) for _ in range(64)]  # what big_write writes
     counter = iter(range(10**12))
 
     @app.get("/setup/small")
@@ -98,7 +110,7 @@ def add_views(app: Flask, touch: bool) -> None:
     @app.get("/setup/big")
     def setup_big() -> str:
         if touch:
-            session.update({f"b{i:03d}": values[i % 2] for i in range(BIG_KEYS)})
+            session.update({f"b{i:03d}": values[i] for i in range(BIG_KEYS)})
         return "ok"
 
     @app.get("/untouched")
@@ -120,6 +132,10 @@ def add_views(app: Flask, touch: bool) -> None:
         session["n"] = n + 1
         return str(n)
 
+    @app.get("/big/distinct")
+    def big_distinct() -> str:
+        return str(len({session.get(f"b{i:03d}") for i in range(BIG_KEYS)}))
+
     @app.get("/big/read")
     def big_read() -> str:
         return str(len(session.get("b500", ""))) if touch else "1024"
@@ -127,7 +143,7 @@ def add_views(app: Flask, touch: bool) -> None:
     @app.get("/big/write")
     def big_write() -> str:
         if touch:
-            session["b500"] = values[next(counter) % 2]
+            session["b500"] = fresh[next(counter) % len(fresh)]
         return "ok"
 
     @app.get("/nested")
@@ -135,7 +151,7 @@ def add_views(app: Flask, touch: bool) -> None:
         if touch:
             cart = session["cart"]
             cart.append(1)
-            if len(cart) > 8:
+            if len(cart) >= NESTED_MAX:
                 cart.clear()
             session.modified = True  # the peers need this; sqlite_session tracks it itself
         return "ok"
@@ -236,11 +252,13 @@ def time_slice(client: FlaskClient, path: str, n: int, out: list[float]) -> None
             raise RuntimeError(f"{path}: HTTP {response.status_code}")
 
 
-def build_clients(apps: dict[str, Flask]) -> dict[tuple[str, str], FlaskClient]:
+def build_clients(
+    apps: dict[str, Flask], scenarios: list[Scenario]
+) -> dict[tuple[str, str], FlaskClient]:
     """One client (one cookie jar, one session) per system and scenario."""
     clients = {}
     for system, app in apps.items():
-        for sc in SCENARIOS:
+        for sc in scenarios:
             if sc.big and system == "cookie":
                 continue  # a 1 MB cookie: browsers cap cookies at 4 KB
             client = app.test_client()
@@ -251,12 +269,14 @@ def build_clients(apps: dict[str, Flask]) -> dict[tuple[str, str], FlaskClient]:
                 raise RuntimeError(f"{system}: no session cookie after {sc.setup}")
             if system != "none" and not sc.big and client.get("/read").text != "dark":
                 raise RuntimeError(f"{system}: the session does not hold its data")
+            if system != "none" and sc.big and client.get("/big/distinct").text != str(BIG_KEYS):
+                raise RuntimeError(f"{system}: the big session does not hold distinct values")
             clients[system, sc.name] = client
     return clients
 
 
 def run_client_bench(
-    apps: dict[str, Flask], repeats: int, slice_size: int
+    apps: dict[str, Flask], scenarios: list[Scenario], repeats: int, slice_size: int
 ) -> dict[tuple[str, str], float]:
     """Median µs per request of every (system, scenario), interleaved in small slices.
 
@@ -266,16 +286,16 @@ def run_client_bench(
     second (bare Flask 113 or 170 µs per request); with every cell's slices at random
     places in the repeat, the `none` cells of one run, identical work, differed by 4%.
     """
-    clients = build_clients(apps)
+    clients = build_clients(apps, scenarios)
     samples: dict[tuple[str, str], list[float]] = {cell: [] for cell in clients}
     rng = random.Random(5)
     for cell, client in clients.items():  # warm up: imports, pools, caches
-        time_slice(client, dict((s.name, s.path) for s in SCENARIOS)[cell[1]], 5, [])
+        time_slice(client, dict((s.name, s.path) for s in scenarios)[cell[1]], 5, [])
     for rep in range(repeats):
-        scenarios = list(SCENARIOS)
-        rng.shuffle(scenarios)
+        order = list(scenarios)
+        rng.shuffle(order)
         gc.collect()
-        for sc in scenarios:
+        for sc in order:
             systems = [system for system in apps if (system, sc.name) in clients]
             rng.shuffle(systems)
             for system in systems:
@@ -381,43 +401,56 @@ def machine() -> str:
 
 
 def targets(
-    med: dict[tuple[str, str], float], tmpfs: float, rps: dict[str, float]
+    med: dict[tuple[str, str], float], tmpfs: float | None, rps: dict[str, float]
 ) -> list[tuple[str, str, bool]]:
-    """Each target of issue 5: what it asks, what was measured, whether it holds."""
+    """Each target of the scenarios that ran: what it asks, what was measured, whether met."""
 
     def over(system: str, scenario: str) -> float:
         return med[system, scenario] - med["none", scenario]
 
+    def ran(*scenarios: str) -> bool:
+        return all(("none", sc) in med for sc in scenarios)
+
     ours = "sqlite_session"
     rows = []
-    ratio = med[ours, "untouched"] / med["none", "untouched"]
-    rows.append(("untouched ≤ 1.03 x none", f"{ratio:.3f} x none", ratio <= 1.03))
-    for sc in ("read", "rw"):
-        got = over(ours, sc) / over("cookie", sc)
-        detail = f"({over(ours, sc):.0f} vs {over('cookie', sc):.0f} µs)"
-        rows.append((f"{sc}: overhead ≤ 0.5 x cookie's", f"{got:.2f} x cookie's {detail}",
-                     got <= 0.5))  # fmt: skip
+    if ran("untouched"):
+        ratio = med[ours, "untouched"] / med["none", "untouched"]
+        rows.append(("untouched ≤ 1.03 x none", f"{ratio:.3f} x none", ratio <= 1.03))
+    for sc in ("read", "rw", "nested"):
+        if ran(sc):
+            got = over(ours, sc) / over("cookie", sc)
+            detail = f"({over(ours, sc):.0f} vs {over('cookie', sc):.0f} µs)"
+            rows.append((f"{sc}: overhead ≤ 0.5 x cookie's", f"{got:.2f} x cookie's {detail}",
+                         got <= 0.5))  # fmt: skip
     for big, small in (("big_read", "read"), ("big_write", "rw")):
-        got = med[ours, big] / med[ours, small]
-        rows.append((f"{big} ≤ 1.2 x own {small}", f"{got:.2f} x", got <= 1.2))
-        fastest = min(over(fs, big) for fs in FLASK_SESSION)
-        factor = fastest / max(over(ours, big), 1e-9)
-        rows.append((f"{big}: overhead ≥ 20 x smaller than fastest Flask-Session",
-                     f"{factor:.1f} x smaller ({over(ours, big):.0f} vs {fastest:.0f} µs)",
-                     factor >= 20))  # fmt: skip
-    rows.append(("tmpfs ≤ 4096 B per small session", f"{tmpfs:.0f} B", tmpfs <= 4096))
-    got = rps["sqlite_session /rw"] / rps["none /untouched"]
-    same_server = rps["sqlite_session /rw"] / rps["sqlite_session /untouched"]
-    rows.append(("gunicorn rps read+write ≥ 0.8 x no session",
-                 f"{got:.2f} x bare Flask ({same_server:.2f} x an untouched request of "
-                 "the same server)", got >= 0.8))  # fmt: skip
+        if ran(big, small):
+            got = med[ours, big] / med[ours, small]
+            rows.append((f"{big} ≤ 1.2 x own {small}", f"{got:.2f} x", got <= 1.2))
+        if ran(big):
+            fastest = min(over(fs, big) for fs in FLASK_SESSION)
+            factor = fastest / max(over(ours, big), 1e-9)
+            rows.append((f"{big}: overhead ≥ 20 x smaller than fastest Flask-Session",
+                         f"{factor:.1f} x smaller ({over(ours, big):.0f} vs {fastest:.0f} µs)",
+                         factor >= 20))  # fmt: skip
+    if tmpfs is not None:
+        rows.append(("tmpfs ≤ 4096 B per small session", f"{tmpfs:.0f} B", tmpfs <= 4096))
+    if rps:
+        got = rps["sqlite_session /rw"] / rps["none /untouched"]
+        same_server = rps["sqlite_session /rw"] / rps["sqlite_session /untouched"]
+        rows.append(("gunicorn rps read+write ≥ 0.8 x no session",
+                     f"{got:.2f} x bare Flask ({same_server:.2f} x an untouched request of "
+                     "the same server)", got >= 0.8))  # fmt: skip
     return rows
 
 
-def write_report(out: Path, med: dict[tuple[str, str], float], info: dict[str, Any]) -> str:
-    head = "| scenario | " + " | ".join(f"`{s}`" for s in SYSTEMS) + " |"
-    lines = [head, "|---" * (len(SYSTEMS) + 1) + "|"]
+def write_report(med: dict[tuple[str, str], float], info: dict[str, Any]) -> str:
+    lines = []
+    if med:
+        head = "| scenario | " + " | ".join(f"`{s}`" for s in SYSTEMS) + " |"
+        lines += [head, "|---" * (len(SYSTEMS) + 1) + "|"]
     for sc in SCENARIOS:
+        if ("none", sc.name) not in med:
+            continue
         cells = []
         for system in SYSTEMS:
             if (system, sc.name) not in med:
@@ -429,25 +462,32 @@ def write_report(out: Path, med: dict[tuple[str, str], float], info: dict[str, A
                 text += f"<br>{value / med['cookie', sc.name]:.2f}x cookie"
             cells.append(text)
         lines.append(f"| {sc.label} | " + " | ".join(cells) + " |")
-    lines += ["", "| tmpfs use, 10,000 small sessions | bytes per session | files per session |",
-              "|---|---|---|"]  # fmt: skip
+    if info["values"]:
+        lines += ["", "Values (`sqlite_session`): what a value's size adds to a request that "
+                  "reads it (`len(session[key])`) and to one that changes it in place and saves "
+                  "it (`append` then `pop`), over the same request on an empty list; against "
+                  "`json.loads` + `json.dumps` of the same value, timed in the same loop.", "",
+                  *value_table(info["values"])]  # fmt: skip
+    if info["tmpfs"]:
+        lines += ["", "| tmpfs use, 10,000 small sessions | bytes per session "
+                  "| files per session |", "|---|---|---|"]  # fmt: skip
     for system, (size, files) in info["tmpfs"].items():
         lines.append(f"| `{system}` | {size:,.0f} | {files:.2f} |")
-    lines += ["", "| gunicorn -w 2, wrk -t2 -c2, one session per connection | requests/s |",
-              "|---|---|"]  # fmt: skip
+    if info["rps"]:
+        lines += ["", "| gunicorn -w 2, wrk -t2 -c2, one session per connection | requests/s |",
+                  "|---|---|"]  # fmt: skip
     for name, value in info["rps"].items():
         lines.append(f"| `{name}` | {value:,.0f} |")
-    lines += ["", "| target (issue 5) | measured | met |", "|---|---|---|"]
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
     for what, got, met in info["targets"]:
         lines.append(f"| {what} | {got} | {'yes' if met else '**no**'} |")
     lines += ["", f"Measured {info['date']} on {info['machine']}; "
               f"{info['repeats']} interleaved repeats x {info['slice']} requests per cell; "
-              "median µs per test-client request.",
+              "median µs per test-client request (values: median of the paired differences, "
+              f"{info['repeats']} repeats x {info['slice']} pairs).",
               "Versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items())
               + "."]  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 def plot(path: Path, med: dict[tuple[str, str], float]) -> None:
@@ -479,40 +519,67 @@ def main() -> None:
     parser.add_argument("--tmpfs-sessions", type=int, default=10_000)
     parser.add_argument("--wrk-seconds", type=int, default=3)
     parser.add_argument("--wrk-rounds", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench.md")
-    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "bench.png")
+    parser.add_argument("--only", type=lambda text: text.split(","), default=None,
+                        help="comma-separated subset of: " + ", ".join(
+                            [sc.name for sc in SCENARIOS] + list(SECTIONS)))  # fmt: skip
+    parser.add_argument("--out", type=Path, help="default: docs/bench.md for a full run")
+    parser.add_argument("--plot", type=Path, help="default: docs/bench.png for a full run")
     parser.add_argument("--json", type=Path, help="also dump the raw medians here")
     args = parser.parse_args()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    names = [sc.name for sc in SCENARIOS] + list(SECTIONS)
+    only = set(args.only or names)
+    if not only <= set(names):
+        parser.error(f"unknown in --only: {', '.join(sorted(only - set(names)))}")
+    if args.only is None:
+        args.out = args.out or ROOT / "docs" / "bench.md"
+        args.plot = args.plot or ROOT / "docs" / "bench.png"
+    scenarios = [sc for sc in SCENARIOS if sc.name in only]
     work = Path(tempfile.mkdtemp(prefix="sqlite-session-bench-", dir=SHM))
+    med: dict[tuple[str, str], float] = {}
+    rows: list[ValueRow] = []
+    tmpfs = {}
+    rps: dict[str, float] = {}
     try:
-        redis_port = free_port()
-        with redis_server(redis_port):
-            apps = {system: make_app(system, work / system, redis_port) for system in SYSTEMS}
-            print("test-client scenarios ...", file=sys.stderr)
-            med = run_client_bench(apps, args.repeats, args.slice)
-        print("tmpfs use ...", file=sys.stderr)
-        tmpfs = {}
-        for system, sub in (("sqlite_session", "sqlite_session"), ("fs-cachelib", "cachelib")):
-            directory = work / "tmpfs" / system
-            app = make_app(system, directory)
-            tmpfs[system] = tmpfs_bytes(app, directory / sub, args.tmpfs_sessions)
-        print("gunicorn + wrk ...", file=sys.stderr)
-        rps = run_gunicorn_bench(work, args.wrk_rounds, args.wrk_seconds)
+        if scenarios:
+            redis_port = free_port()
+            with redis_server(redis_port):
+                apps = {system: make_app(system, work / system, redis_port) for system in SYSTEMS}
+                print("test-client scenarios ...", file=sys.stderr)
+                med = run_client_bench(apps, scenarios, args.repeats, args.slice)
+        if "values" in only:
+            print("values ...", file=sys.stderr)
+            values_app = make_app("sqlite_session", work / "values")
+            rows = run_value_bench(values_app, args.repeats, args.slice)
+        if "tmpfs" in only:
+            print("tmpfs use ...", file=sys.stderr)
+            for system, sub in (("sqlite_session", "sqlite_session"), ("fs-cachelib", "cachelib")):
+                directory = work / "tmpfs" / system
+                app = make_app(system, directory)
+                tmpfs[system] = tmpfs_bytes(app, directory / sub, args.tmpfs_sessions)
+        if "gunicorn" in only:
+            print("gunicorn + wrk ...", file=sys.stderr)
+            rps = run_gunicorn_bench(work, args.wrk_rounds, args.wrk_seconds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    ours_tmpfs = tmpfs["sqlite_session"][0] if tmpfs else None
     info = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),
         "versions": versions(),
         "repeats": args.repeats,
         "slice": args.slice,
+        "values": rows,
         "tmpfs": tmpfs,
         "rps": rps,
-        "targets": targets(med, tmpfs["sqlite_session"][0], rps),
+        "targets": targets(med, ours_tmpfs, rps) + value_targets(rows),
     }
-    print(write_report(args.out, med, info))
-    plot(args.plot, med)
+    report = write_report(med, info)
+    print(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    if args.plot and med:
+        plot(args.plot, med)
     if args.json:
         raw = {f"{system} {scenario}": value for (system, scenario), value in med.items()}
         args.json.write_text(json.dumps({"medians": raw, **info}, indent=1, default=str))
