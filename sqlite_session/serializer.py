@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from flask.json.tag import TaggedJSONSerializer as _FlaskTaggedJSON
 
+from .tracking import TrackedDict, TrackedList
+
 
 class Serializer(Protocol):
     """What the store needs of a serializer: bytes in, value out, and back."""
@@ -70,6 +72,14 @@ def _plain_json_loads(text: str) -> Any:
 
 _TAG_KEYS = frozenset(_FlaskTaggedJSON().tags)  # " t", " b", " di", ...
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+# Exactly these: a subclass may be encoded otherwise by the tagger (a str subclass may be
+# Markup, a list subclass may iterate differently); it goes through the tagger.
+_DICTS = frozenset({dict, TrackedDict})
+_LISTS = frozenset({list, TrackedList})
+_PLAIN = _SCALARS | _DICTS | _LISTS
+# The tagger's separators with the defaults of Flask's JSON provider (sort_keys,
+# ensure_ascii), through which it writes: the same bytes.
+_PLAIN_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 # A tagged value is a one-key JSON object whose key is a tag (Flask's tagger writes no
 # other object of that shape): text without this pattern decodes as plain JSON.
 _TAG_OBJECT = re.compile(
@@ -77,46 +87,37 @@ _TAG_OBJECT = re.compile(
 )
 
 
-def _plain_json_dumps(value: Any) -> str:
-    """What Flask's tagger writes for a value that needs no tag (see :func:`_needs_no_tag`).
-
-    The compact separators are the tagger's; ``sort_keys`` and ``ensure_ascii`` are the
-    defaults of Flask's JSON provider, through which the tagger writes.
-    """
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
 def _needs_no_tag(value: Any) -> bool:
-    """Whether Flask's tagger would leave every part of ``value`` as it is.
+    """Whether Flask's tagger would leave every part of ``value``, a container, as it is.
 
-    True when it holds only str, int, float, bool and None (exactly those types: a str
-    subclass may be Markup), in dicts and lists, and no one-key dict whose key is a
-    tag. Checked a level of nesting at a time with C-level iteration (``map``,
-    ``compress``): a Python loop per element cost several times the encoding itself.
-    ``value`` must be acyclic (json.dumps has accepted it).
+    True when it is a dict or list holding only str, int, float, bool and None, in dicts
+    and lists (all of exactly those types), and no one-key dict whose key is a tag.
+    Checked a level of nesting at a time with C-level iteration (``map``, ``compress``):
+    a Python loop per element cost several times the encoding itself. ``value`` must be
+    acyclic (json.dumps has accepted it).
     """
-    items: list[Any] = [value]
-    while True:
+    kind = type(value)
+    if kind not in _DICTS and kind not in _LISTS:
+        return False
+    dicts, lists = ([value], []) if kind in _DICTS else ([], [value])
+    while dicts or lists:
+        if 1 in map(len, dicts) and any(len(d) == 1 and next(iter(d)) in _TAG_KEYS for d in dicts):
+            return False  # a dict the tagger wraps in " di"
+        items = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
         kinds = set(map(type, items))
         if kinds <= _SCALARS:
             return True
-        dict_kinds = {k for k in kinds if issubclass(k, dict) and k.items is dict.items}
-        # (json.dumps reads a list subclass's items directly, the tagger through iter())
-        list_kinds = {k for k in kinds if issubclass(k, list) and k.__iter__ is list.__iter__}
-        if not kinds <= _SCALARS | dict_kinds | list_kinds:
+        if not kinds <= _PLAIN:
             return False
-        dicts = _of_kinds(items, kinds, dict_kinds)
-        if 1 in map(len, dicts) and any(len(d) == 1 and next(iter(d)) in _TAG_KEYS for d in dicts):
-            return False  # a dict the tagger wraps in " di"
-        lists = _of_kinds(items, kinds, list_kinds)
-        items = list(chain(chain.from_iterable(map(dict.values, dicts)), *lists))
+        dicts, lists = _of_kinds(items, kinds, _DICTS), _of_kinds(items, kinds, _LISTS)
+    return True
 
 
-def _of_kinds(items: list[Any], kinds: set[type], wanted: set[type]) -> list[Any]:
+def _of_kinds(items: list[Any], kinds: set[type], wanted: frozenset[type]) -> list[Any]:
     """The items whose type is in ``wanted`` (``kinds``: the types of all of them)."""
     if kinds <= wanted:
         return items
-    if not wanted:
+    if kinds.isdisjoint(wanted):
         return []
     return list(compress(items, map(wanted.__contains__, map(type, items))))
 
@@ -143,7 +144,7 @@ class TaggedJSONSerializer:
         if value is None:
             return b"null"
         try:
-            text = _plain_json_dumps(value)
+            text = _PLAIN_ENCODER.encode(value)
         except (TypeError, ValueError, RecursionError):
             pass  # not plain JSON (or not storable): the tagger decides, as it always did
         else:

@@ -19,6 +19,7 @@ from itertools import chain, compress, repeat
 from typing import Any, SupportsIndex
 
 OnChange = Callable[[], None]
+_SCALARS = frozenset({str, int, float, bool, type(None)})  # (never tracked: a quick exit)
 
 
 def track(value: Any, on_change: OnChange) -> Any:
@@ -75,24 +76,31 @@ class _Level:
     def track_children(self, on_change: OnChange) -> _Level:
         """Replace the children to track by their twins; return the level below."""
         below = _Level()
-        dicts, lists = self.dicts, self.lists
-        dict_values = list(map(dict.values, dicts))
-        kinds = set(map(type, chain.from_iterable(dict_values)))
+        if self.dicts:
+            below.track_dict_values(self.dicts, on_change)
+        if self.lists:
+            below.track_list_items(self.lists, on_change)
+        return below
+
+    def track_dict_values(self, dicts: list[TrackedDict], on_change: OnChange) -> None:
+        values = list(map(dict.values, dicts))
+        kinds = set(map(type, chain.from_iterable(values)))
         if len(kinds) == 1 and kinds <= _TRACKED_TYPE.keys():  # e.g. a dict of lists
-            for mapping, values in zip(dicts, dict_values, strict=True):
-                twins = below.bulk_twins(values, on_change)
+            for mapping, items in zip(dicts, values, strict=True):
+                twins = self.bulk_twins(items, on_change)
                 dict.update(mapping, zip(list(mapping), twins, strict=True))
-        else:
-            below.track_slots(kinds, dict.__setitem__, map(zip, map(repeat, dicts), dicts),
-                              dict_values, on_change)  # fmt: skip
+        elif not kinds <= _SCALARS:
+            labels = map(zip, map(repeat, dicts), dicts)
+            self.track_slots(kinds, dict.__setitem__, labels, values, on_change)
+
+    def track_list_items(self, lists: list[TrackedList], on_change: OnChange) -> None:
         kinds = set(map(type, chain.from_iterable(lists)))
         if len(kinds) == 1 and kinds <= _TRACKED_TYPE.keys():  # e.g. a list of records
             for sequence in lists:
-                list.__setitem__(sequence, slice(None), below.bulk_twins(sequence, on_change))
-        else:
+                list.__setitem__(sequence, slice(None), self.bulk_twins(sequence, on_change))
+        elif not kinds <= _SCALARS:
             labels = map(zip, map(repeat, lists), map(range, map(len, lists)))
-            below.track_slots(kinds, list.__setitem__, labels, lists, on_change)
-        return below
+            self.track_slots(kinds, list.__setitem__, labels, lists, on_change)
 
     def bulk_twins(self, items: Iterable[Any], on_change: OnChange) -> list[Any]:
         """Twins of ``items``, all plain dicts or all plain lists, added to this level.
