@@ -298,17 +298,14 @@ def test_reading_and_changing_a_value_makes_no_python_call_per_element(
         session["small"], session["large"] = small, large
         return ""
 
-    @app.get("/read/<key>")
-    def read(key: str) -> str:
-        return str(len(session[key]))
-
-    @app.get("/change/<key>")
-    def change(key: str) -> str:
+    @app.get("/<action>/<key>")
+    def use(action: str, key: str) -> str:
         value = session[key]
-        target = value if isinstance(value, list) else value["seen"]
-        target.append(1)
-        target.pop()
-        return ""
+        if action == "change":  # in place, saved without reassignment
+            target = value if isinstance(value, list) else value["seen"]
+            target.append(1)
+            target.pop()
+        return str(len(value))
 
     client = app.test_client()
     client.get("/seed")
