@@ -190,7 +190,7 @@ class SqliteSessionInterface(SessionInterface):
             # checked before a write that creates a file or ends with a cookie to set or
             # delete: never a file whose id no client will hold, nor a 500 after a write.
             # A request that reads, or writes under the id its client already holds
-            # (most requests), skips the six lookups (5 µs).
+            # (most requests), skips the six lookups.
             nonlocal attributes
             self._signer(app)
             attributes = self._cookie_attributes(app)
@@ -258,9 +258,9 @@ class SqliteSessionInterface(SessionInterface):
 def cookie_value(request: Request, name: str) -> str | None:
     """The request's cookie ``name``: what ``request.cookies.get(name)`` returns, cheaper.
 
-    ``request.cookies`` parses every cookie of the header into a MultiDict: 9 µs inside a
-    request, a sixth of what reading one session key costs. This picks one cookie out
-    of the header directly (about 1 µs), following Werkzeug's grammar: ``;``-separated
+    ``request.cookies`` parses every cookie of the header into a MultiDict on every
+    request; this picks one cookie out of the header directly, following Werkzeug's
+    grammar: ``;``-separated
     ``key=value`` pairs, spaces and tabs around them ignored, the first pair of a name
     wins. Anything else is left to ``request.cookies``: a quoted value (it may hide a
     ``;``), or a value with a space or tab inside (Werkzeug skips such a pair). A
@@ -303,9 +303,9 @@ def _warn_if_too_many_files(connection_cache_size: int) -> None:
 def _vary_on_cookie(response: Response) -> None:
     """Add ``Vary: Cookie``: cheaply when the response has no Vary header yet (the usual case).
 
-    ``response.vary.add`` parses the header into a set and writes it back (6 µs), and
-    ``"Vary" in response.headers`` raises and catches a KeyError when it is absent
-    (1.6 µs): a scan of the few headers plus an append costs 0.5 µs.
+    ``response.vary.add`` re-parses the header, and ``"Vary" in response.headers`` raises
+    and catches a KeyError when it is absent; a scan of the few headers plus an append is
+    cheaper than either.
     """
     headers = response.headers
     for name, _ in headers:
