@@ -26,9 +26,7 @@ class Rule(NamedTuple):
 
 def _is_number(value: Any) -> bool:
     """An int or float that is finite; a bool is not a number here (True is not 1 s)."""
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -36,7 +34,19 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_serializer(value: Any) -> bool:
-    return callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))
+    """Callable ``dumps`` returning ``bytes``, which ``loads`` accepts.
+
+    Probed once: a serializer that returns ``str`` (Flask's own tagged-JSON class, the
+    ``json`` module) would otherwise store values the store cannot read back.
+    """
+    if not (callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))):
+        return False
+    try:
+        data = value.dumps("probe")
+        value.loads(data)
+    except Exception:  # whatever a foreign serializer raises: it is not usable
+        return False
+    return type(data) is bytes
 
 
 def _or_none(rule: Rule) -> Rule:
@@ -45,14 +55,19 @@ def _or_none(rule: Rule) -> Rule:
 
 _FLAG = Rule(lambda v: isinstance(v, bool), "True or False")
 _SECONDS = Rule(lambda v: _is_number(v) and v > 0, "a finite number of seconds > 0")
+# SQLite takes its busy timeout as a C int of milliseconds.
+_LOCK_SECONDS = Rule(
+    lambda v: _is_number(v) and 0.001 <= v <= (2**31 - 1) / 1000,
+    "a number of seconds from 0.001 to 2147483.647",
+)
 _POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "an int >= 1")
 
 RULES: dict[str, Rule] = {
     "serializer": _or_none(
-        Rule(_is_serializer, "an object with callable dumps() and loads() (a Serializer)")
+        Rule(_is_serializer, "an object whose dumps() returns bytes that loads() accepts")
     ),
     "save_on_error": _FLAG,
-    "lock_timeout": _SECONDS,
+    "lock_timeout": _LOCK_SECONDS,
     "strict": _FLAG,
     "max_value_bytes": _or_none(_POSITIVE_INT),
     "max_session_bytes": _or_none(
@@ -60,9 +75,7 @@ RULES: dict[str, Rule] = {
     ),
     "max_keys": _or_none(_POSITIVE_INT),
     "node": _or_none(Rule(lambda v: isinstance(v, str), "a str")),
-    "regenerate_grace": Rule(
-        lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"
-    ),
+    "regenerate_grace": Rule(lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
     "refresh_fraction": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
     "connection_cache_size": Rule(lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "allow_unsafe_directory": _FLAG,

@@ -219,9 +219,7 @@ class PerKeySession(SessionMixin):
 
     def _lose_storage(self, why: str) -> None:
         """Continue as a fresh session after the file turned out to be unusable."""
-        log.warning(
-            "session %s: %s; continuing with a fresh session", short_id(self._sid), why
-        )
+        log.warning("session %s: %s; continuing with a fresh session", short_id(self._sid), why)
         if self._tx is None:  # inside atomic() the transaction block releases it
             self.release(broken=True)
         self._state = _State.NEW
@@ -351,6 +349,10 @@ class PerKeySession(SessionMixin):
             raise TypeError(
                 f"session[{key!r}]: cannot store a value of type {type(value).__name__}: {exc}"
             ) from exc
+        if type(data) is not bytes:  # stored as text, it could never be read back
+            raise TypeError(
+                f"session[{key!r}]: the serializer returned {type(data).__name__}, not bytes"
+            )
         limit = self._settings.max_value_bytes
         if limit is not None and len(data) > limit:
             raise SessionTooLarge(
@@ -503,9 +505,7 @@ class PerKeySession(SessionMixin):
 
     def pending(self) -> bool:
         """True when the end-of-request save has something to write (or an id to move)."""
-        return bool(
-            self.modified or self._dirty or self._deleted or self._cleared or self._new_sid
-        )
+        return bool(self.modified or self._dirty or self._deleted or self._cleared or self._new_sid)
 
     def touched(self) -> bool:
         """True once the request has read or changed the session's data."""

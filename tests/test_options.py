@@ -8,21 +8,24 @@ the first write; ``sweep_every=0`` silently started no sweeper).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from flask.json.tag import TaggedJSONSerializer as FlaskTaggedJSON
 
 from sqlite_session import SqliteSession, SqliteSessionInterface
 from sqlite_session.ext import interface_options
 from sqlite_session.options import RULES
 
 BAD_VALUES: dict[str, list[Any]] = {
-    "serializer": ["pickle", b"json", 42],
+    # Flask's own TaggedJSONSerializer and the json module return str, not bytes.
+    "serializer": ["pickle", b"json", 42, FlaskTaggedJSON(), json],
     "save_on_error": ["false", 1],
-    "lock_timeout": [-1, 0, "5", True, math.inf, math.nan],
+    "lock_timeout": [-1, 0, 0.0001, 3e6, "5", True, math.inf, math.nan],
     "strict": ["true", 0],
     "max_value_bytes": [0, -5, 1.5, "1000", True],
     "max_session_bytes": [0, 100, "8M", 2.0**20],

@@ -6,6 +6,7 @@ nested list RecursionError, from inside the encoder, with no key named.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -71,3 +72,35 @@ def test_a_nested_value_that_becomes_unstorable_fails_at_save_naming_the_key(
     client.post("/start")
     with pytest.raises(TypeError, match=r"session\['numbers'\]: cannot store"):
         client.post("/grow")
+
+
+class TextOnSomeValues:
+    """A serializer that passes the start-up probe but returns text for a list."""
+
+    def dumps(self, value: Any) -> bytes:
+        text = json.dumps(value)
+        return text if isinstance(value, list) else text.encode()  # type: ignore[return-value]
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+def test_a_serializer_returning_text_is_a_type_error_at_the_assignment(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(serializer=TextOnSomeValues())
+
+    @app.post("/set")
+    def set_value() -> str:
+        with pytest.raises(TypeError, match=r"session\['cart'\]: the serializer returned str"):
+            session["cart"] = [1, 2]
+        session["user"] = "ann"
+        return "ok"
+
+    @app.get("/get")
+    def get_value() -> dict[str, Any]:
+        return dict(session)
+
+    client = app.test_client()
+    assert client.post("/set").status_code == 200
+    assert client.get("/get").json == {"user": "ann"}
