@@ -34,19 +34,17 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_serializer(value: Any) -> bool:
-    """Callable ``dumps`` returning ``bytes``, which ``loads`` accepts.
+    """Callable ``dumps`` and ``loads``, ``dumps`` returning ``bytes``.
 
-    Probed once: a serializer that returns ``str`` (Flask's own tagged-JSON class, the
-    ``json`` module) would otherwise store values the store cannot read back.
+    ``dumps`` is probed once: a serializer that returns ``str`` (Flask's own tagged-JSON
+    class, the ``json`` module) would otherwise store values the store cannot read back.
     """
     if not (callable(getattr(value, "dumps", None)) and callable(getattr(value, "loads", None))):
         return False
     try:
-        data = value.dumps("probe")
-        value.loads(data)
+        return type(value.dumps("probe")) is bytes
     except Exception:  # whatever a foreign serializer raises: it is not usable
         return False
-    return type(data) is bytes
 
 
 def _or_none(rule: Rule) -> Rule:
@@ -64,7 +62,7 @@ _POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "an int >= 1")
 
 RULES: dict[str, Rule] = {
     "serializer": _or_none(
-        Rule(_is_serializer, "an object whose dumps() returns bytes that loads() accepts")
+        Rule(_is_serializer, "an object with loads() and a dumps() that returns bytes")
     ),
     "save_on_error": _FLAG,
     "lock_timeout": _LOCK_SECONDS,
