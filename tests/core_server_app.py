@@ -1,4 +1,4 @@
-"""A tiny app for the real-server test (tests/test_server.py), served by gunicorn.
+"""A tiny app for the real-server test (tests/deployment/test_server.py), served by gunicorn.
 
 Configured from the environment so that every worker process builds the same app on
 the same session directory: ``CORE_SESSION_DIR`` and ``CORE_SECRET_KEY``.

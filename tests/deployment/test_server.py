@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import TESTS, free_port
 
-HERE = Path(__file__).resolve().parent
 WORKERS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -40,7 +33,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     gunicorn = Path(sys.executable).parent / "gunicorn"
     proc = subprocess.Popen(
-        [str(gunicorn), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--chdir", str(HERE),
+        [str(gunicorn), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--chdir", str(TESTS),
          "--log-level", "warning", "core_server_app:create_app()"],
         env=env,
     )
