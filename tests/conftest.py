@@ -1,4 +1,8 @@
-"""Shared fixtures: a real Flask app on a real session directory."""
+"""Shared fixtures: a real Flask app on a real session directory.
+
+The helpers tests import (files, cookies, descriptors, the I/O spy) live in
+:mod:`core_helpers`, the real servers in :mod:`servers`; this folder is on ``sys.path``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
+from core_helpers import ROOT
 from flask import Flask
 
 from sqlite_session import SqliteSessionInterface
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))  # the demo app is importable as demo_app
 
 
@@ -22,22 +25,6 @@ sys.path.insert(0, str(ROOT / "scripts"))  # the demo app is importable as demo_
 def session_dir(tmp_path: Path) -> Path:
     """A fresh session directory (created by the interface)."""
     return tmp_path / "sessions"
-
-
-def session_files(directory: Path) -> list[str]:
-    """The session files in ``directory`` (no temporary or journal files)."""
-    if not directory.exists():
-        return []
-    return sorted(name for name in os.listdir(directory) if name.endswith(".session"))
-
-
-def stored_rows(path: str | Path) -> list[tuple[str, int]]:
-    """What a session file holds, read by SQLite itself: (key, bytes of its value) by key."""
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return [(k, n) for k, n in conn.execute("SELECT key, length(value) FROM kv ORDER BY key")]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

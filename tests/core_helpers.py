@@ -1,5 +1,7 @@
-"""Helpers shared by the core behaviour tests: the cookie, the raw files, an I/O spy.
+"""Helpers shared by the tests: the cookie, the raw files, open descriptors, an I/O spy.
 
+Everything here observes from the outside: the session files on disk (read by SQLite
+itself), the descriptors this process holds open (``/proc/self/fd``) and the spy.
 The spy is how the "costs nothing" claims (lazy sessions, rejected cookies, per-key
 reads) are proved without mocking the store: it only *observes* the real calls.
 
@@ -26,7 +28,37 @@ from flask.testing import FlaskClient
 
 from sqlite_session.store import REVALIDATE_AFTER
 
+ROOT = Path(__file__).resolve().parent.parent
 COOKIE = "session"
+
+
+def session_files(directory: Path) -> list[str]:
+    """The session files in ``directory`` (no temporary or journal files)."""
+    if not directory.exists():
+        return []
+    return sorted(name for name in os.listdir(directory) if name.endswith(".session"))
+
+
+def stored_sizes(path: str | Path) -> list[tuple[str, int]]:
+    """What a session file holds, read by SQLite itself: (key, bytes of its value) by key."""
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return [(k, n) for k, n in conn.execute("SELECT key, length(value) FROM kv ORDER BY key")]
+    finally:
+        conn.close()
+
+
+def open_session_files(directory: str | Path) -> list[str]:
+    """The session files (not -wal/-shm) this process holds open, by /proc/self/fd."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(directory)) and target.endswith(".session"):
+            found.append(target)
+    return found
 
 
 def cookie_value(client: FlaskClient, name: str = COOKIE) -> str | None:

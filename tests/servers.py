@@ -1,8 +1,8 @@
-"""Real servers for the tests: free ports on 127.0.0.1, start, wait until serving, stop by PID.
+"""Real servers for the tests, and the app-side handling of session errors.
 
-gunicorn runs in its own processes (the deployment recipe's app, or the stress app of
-the reliability tests); a threaded werkzeug server runs in this process when a test
-must choreograph two requests.
+Servers: free ports on 127.0.0.1, start, wait until serving, stop by PID. gunicorn runs
+in its own processes (the deployment recipe's app, or :mod:`stress_app`); a threaded
+werkzeug server runs in this process when a test must choreograph two requests.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
-from conftest import ROOT
-from flask import Flask
+from core_helpers import ROOT
+from flask import Flask, jsonify
+from werkzeug.exceptions import InternalServerError
 from werkzeug.serving import make_server
+
+from sqlite_session import SessionError, SqliteSessionInterface
 
 TESTS = Path(__file__).resolve().parent
 START_DEADLINE = 30.0  # seconds a server may take to answer before the test gives up
@@ -146,3 +150,33 @@ def cookie_of(response: requests.Response, name: str = "session") -> str | None:
             value = rest.split(";", 1)[0]
             return "" if "Max-Age=0" in header or "Expires=Thu, 01 Jan 1970" in header else value
     return None
+
+
+def handle_session_errors(app: Flask) -> None:
+    """The documented way to turn session errors into a response of the app's choice.
+
+    Errors raised in a view (``atomic()``) reach ``errorhandler(SessionError)``; errors
+    raised by the end-of-request save reach Flask's 500 handler, wrapped.
+    """
+
+    @app.errorhandler(SessionError)
+    def in_view(exc: SessionError) -> tuple[Any, int]:
+        return jsonify(error=type(exc).__name__, where="view"), 409
+
+    @app.errorhandler(InternalServerError)
+    def at_save(exc: InternalServerError) -> tuple[Any, int]:
+        original = exc.original_exception
+        name = type(original).__name__ if isinstance(original, SessionError) else "other"
+        return jsonify(error=name, where="save"), 409 if name != "other" else 500
+
+
+def app_answering_session_errors(directory: str | os.PathLike[str]) -> Flask:
+    """An app on ``directory`` that answers session errors through :func:`handle_session_errors`.
+
+    Not in TESTING mode: errors reach the handlers instead of the test client.
+    """
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="test secret")
+    app.session_interface = SqliteSessionInterface(directory)
+    handle_session_errors(app)
+    return app

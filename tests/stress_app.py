@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request, session
 from flask.sessions import SessionMixin
-from harness import handle_session_errors
+from servers import handle_session_errors
 
 from sqlite_session import SqliteSessionInterface
 

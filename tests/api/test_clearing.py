@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import sid_of, stored_rows
+from core_helpers import session_files, sid_of, stored_rows
 from flask import Flask, session
 from flask.sessions import SessionMixin
 

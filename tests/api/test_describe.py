@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from conftest import session_files, stored_rows
+from core_helpers import session_files, stored_sizes
 from flask import Flask
 
 from sqlite_session import SessionFileInfo, SqliteSessionInterface, session
@@ -70,7 +70,7 @@ def test_reports_the_file_and_the_rows_it_holds(session_dir: Path) -> None:
     assert info.size == os.stat(info.path).st_size > 0
     wal = Path(info.path + "-wal")
     assert info.wal_size == (wal.stat().st_size if wal.exists() else 0)
-    assert sorted(info.rows) == stored_rows(info.path)
+    assert sorted(info.rows) == stored_sizes(info.path)
     assert [key for key, _ in sorted(info.rows)] == ["cart", "user"]
 
 
@@ -79,7 +79,7 @@ def test_includes_the_requests_pending_changes(session_dir: Path) -> None:
 
     assert info is not None
     assert dict(info.rows)["note"] > 300  # described before the save, as the view sees it
-    assert sorted(info.rows) == stored_rows(info.path)  # and then saved exactly so
+    assert sorted(info.rows) == stored_sizes(info.path)  # and then saved exactly so
 
 
 def test_a_regenerated_session_has_no_file_until_its_save(session_dir: Path) -> None:

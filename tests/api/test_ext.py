@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, session_files
+from core_helpers import ROOT, session_files
 from flask import Flask, session
 
 from sqlite_session import SessionTooLarge, SqliteSession, SqliteSessionInterface

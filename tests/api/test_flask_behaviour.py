@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import session_files
-from core_helpers import cookie_value
+from core_helpers import cookie_value, session_files
 from flask import (
     Flask,
     Response,

@@ -8,8 +8,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from conftest import session_files
-from core_helpers import cookie_value, session_path, sid_of, stored_rows
+from core_helpers import cookie_value, session_files, session_path, sid_of, stored_rows
 from flask import Flask, session
 from flask.globals import request_ctx
 from flask.sessions import SessionMixin

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, session
 
 

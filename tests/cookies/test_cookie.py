@@ -9,8 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import sid_of, stored_meta, stored_rows
+from core_helpers import session_files, sid_of, stored_meta, stored_rows
 from flask import Flask, session
 from flask.testing import FlaskClient
 from werkzeug.http import parse_date

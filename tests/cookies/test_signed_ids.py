@@ -13,8 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import cookie_value, session_path, set_stored_expiry, sid_of, spy_io
+from core_helpers import (
+    cookie_value,
+    session_files,
+    session_path,
+    set_stored_expiry,
+    sid_of,
+    spy_io,
+)
 from flask import Flask, request, session
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse

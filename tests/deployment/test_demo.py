@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import pytest
 import requests
-from conftest import ROOT, session_files, stored_rows
+from core_helpers import ROOT, session_files, stored_sizes
 from servers import free_port, running
 
 DEMO = ROOT / "scripts" / "demo"
@@ -116,7 +116,7 @@ def test_login_two_tabs_adding_at_once_rows_and_logout(demo: Demo) -> None:
     panel = first_tab.get(demo.url + "/session-file").text
     path = file_path(panel)
     assert path.parent == demo.sessions and session_files(demo.sessions) == [path.name]
-    assert rows(panel) == stored_rows(path) and [k for k, _ in rows(panel)] == ["cart", "user"]
+    assert rows(panel) == stored_sizes(path) and [k for k, _ in rows(panel)] == ["cart", "user"]
     size = re.search(r'<span id="size">(\d+)</span>', panel)
     assert size is not None and int(size[1]) == path.stat().st_size
 

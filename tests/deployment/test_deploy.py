@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT, session_files
+from core_helpers import ROOT, session_files
 from servers import free_port, running
 
 UWSGI = (

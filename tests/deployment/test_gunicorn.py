@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import session_files
-from harness import cookie_of, gunicorn
+from core_helpers import session_files
+from servers import cookie_of, stress_gunicorn
 
 CLIENTS = 200  # distinct browser sessions
 BURST = 8  # requests of one session sent at the same moment, each writing its own key
@@ -32,7 +32,7 @@ INCREMENTS = 100
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     session_dir = tmp_path_factory.mktemp("gunicorn") / "sessions"
-    with gunicorn(session_dir, workers=3, threads=4) as base:
+    with stress_gunicorn(session_dir, workers=3, threads=4) as base:
         yield base, session_dir
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ROOT
+from core_helpers import ROOT
 from servers import free_port, gunicorn, running
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from core_helpers import ROOT
 
 # The command-line tool writes its report to stdout on purpose.
 PRINTING_ALLOWED = {"cli.py", "__main__.py"}

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT
+from core_helpers import ROOT
 
 import sqlite_session
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from core_helpers import ROOT
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,9 +18,9 @@ from typing import Any
 import apsw
 import pytest
 import requests
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, jsonify, session
-from harness import cookie_of, handle_session_errors, threaded_server
+from servers import cookie_of, handle_session_errors, threaded_server
 
 from sqlite_session import SessionConflictError, SessionLockTimeout
 

@@ -11,9 +11,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, session
-from harness import app_answering_session_errors
+from servers import app_answering_session_errors
 
 
 def build_app(directory: Path) -> Flask:

@@ -20,10 +20,9 @@ from typing import Any
 
 import apsw
 import pytest
-from conftest import session_files
-from core_helpers import set_stored_expiry
+from core_helpers import session_files, set_stored_expiry
 from flask import Flask, jsonify, session
-from harness import handle_session_errors
+from servers import handle_session_errors
 
 from sqlite_session import SessionStorageFull
 from sqlite_session.ids import new_session_id

@@ -18,11 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import sid_of
+from core_helpers import session_files, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
-from harness import app_answering_session_errors
+from servers import app_answering_session_errors
 
 from sqlite_session.sweep import sweep
 

@@ -19,8 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import session_path, sid_of
+from core_helpers import session_files, session_path, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
 

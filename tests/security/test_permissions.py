@@ -11,8 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import after_revalidation, session_path, sid_of
+from core_helpers import after_revalidation, session_files, session_path, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from conftest import session_files
-from core_helpers import session_path, sid_of, stored_meta, stored_rows
+from core_helpers import session_files, session_path, sid_of, stored_meta, stored_rows
 from flask import Flask, abort, request, session
 from flask.testing import FlaskClient
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import after_revalidation, spy_io
+from core_helpers import after_revalidation, open_session_files, spy_io
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
@@ -31,19 +31,6 @@ def make(store: SessionStore, value: bytes) -> str:
     sid = new_session_id()
     store.create(sid, Changes(upserts={"k": value}, expires_at=time.time() + 3600))
     return sid
-
-
-def open_session_files(directory: Path) -> list[str]:
-    """The session files (not -wal/-shm) this process holds open, by /proc/self/fd."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(str(directory)) and target.endswith(".session"):
-            found.append(target)
-    return found
 
 
 def test_a_deleted_session_file_is_not_served_from_the_pool(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, session
 
 from sqlite_session import SessionConflictError

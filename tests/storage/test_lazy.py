@@ -11,8 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import session_files
-from core_helpers import cookie_value, spy_io
+from core_helpers import cookie_value, session_files, spy_io
 from flask import Flask, session
 
 

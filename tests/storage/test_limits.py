@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, jsonify, request, session
 
 from sqlite_session import SessionTooLarge

@@ -18,7 +18,7 @@ from typing import Any
 
 import apsw
 import pytest
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import session_files
+from core_helpers import session_files
 from flask import Flask
 
 from sqlite_session import SqliteSessionInterface

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import session_files
+from core_helpers import session_files
 
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, OpenStatus, SessionStore, SweepOutcome, WriteOutcome
