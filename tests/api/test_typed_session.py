@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask import session as flask_session
+from flask.globals import request_ctx
 
 from sqlite_session import PerKeySession, current_session, session
 
@@ -19,7 +19,7 @@ def test_proxy_is_the_requests_session(app: Flask) -> None:
     def login() -> str:
         session["user"] = "ada"
         session.regenerate()
-        assert current_session() is flask_session._get_current_object()  # type: ignore[attr-defined]
+        assert current_session() is request_ctx.session
         assert isinstance(current_session(), PerKeySession)
         return "ok"
 
