@@ -24,6 +24,7 @@ from typing import Any
 
 import apsw
 import pytest
+from flask import Flask, session
 from flask.testing import FlaskClient
 
 from sqlite_session.store import REVALIDATE_AFTER
@@ -59,6 +60,36 @@ def open_session_files(directory: str | Path) -> list[str]:
         if target.startswith(str(directory)) and target.endswith(".session"):
             found.append(target)
     return found
+
+
+def add_counter(app: Flask, *, permanent: bool = False, pad: int = 0) -> Flask:
+    """Give ``app`` the counter the tests share, and return it.
+
+    ``/count`` (GET or POST) adds one to ``session["n"]`` and answers the new count, also
+    writing ``pad`` bytes under ``"pad"`` when asked (a write big enough to reach the
+    ``-wal``) and making the session permanent if ``permanent``; ``/read`` answers the
+    count (``None`` before any); ``/clear`` empties the session.
+    """
+
+    @app.route("/count", methods=["GET", "POST"])
+    def count() -> str:
+        session["n"] = session.get("n", 0) + 1
+        if pad:
+            session["pad"] = "x" * pad
+        if permanent:
+            session.permanent = True
+        return str(session["n"])
+
+    @app.get("/read")
+    def read() -> str:
+        return str(session.get("n"))
+
+    @app.get("/clear")
+    def clear() -> str:
+        session.clear()
+        return "ok"
+
+    return app
 
 
 def cookie_value(client: FlaskClient, name: str = COOKIE) -> str | None:

@@ -1,4 +1,4 @@
-"""Item 12: a session emptied by any route has its file removed and its cookie deleted."""
+"""A session emptied by any route has its file removed and its cookie deleted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Flask extension form and its configuration keys (issue 6, Flask conventions)."""
+"""The Flask extension form and its configuration keys, as Flask extensions do."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Each keeps the behaviour Flask promises for its cookie session. Where this store differs
 on purpose, the test says so: a request that never touches the session sends nothing,
-not even a refreshed cookie (issue 2, item 1).
+not even a refreshed cookie.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def test_session_vary_cookie(app: Flask) -> None:
 
 def test_session_refresh_vary(app: Flask) -> None:
     """Adapted: Flask refreshes a permanent cookie even on a request that never touches
-    the session; this store sends nothing then (item 1), and on a read refreshes it only
+    the session; this store sends nothing then, and on a read refreshes it only
     once the refresh is due (the read here comes right after the save: Vary only)."""
 
     @app.get("/login")

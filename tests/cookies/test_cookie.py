@@ -135,7 +135,7 @@ def test_a_read_before_the_refresh_is_due_sends_no_cookie(
     # nothing stored is rewritten either (the expiry is not yet due)
     assert stored_rows(session_dir, sid_of(client)) == rows
     assert stored_meta(session_dir, sid_of(client)) == meta
-    # an untouched request never refreshes anything (item 1)
+    # an untouched request never refreshes anything
     untouched = client.get("/app/nothing")
     assert "Set-Cookie" not in untouched.headers and "Vary" not in untouched.headers
 

@@ -6,28 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from core_helpers import session_files
+from core_helpers import add_counter, session_files
 from flask import Flask, session
 
 
 def _app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app()
-
-    @app.get("/write")
-    def write() -> str:
-        session["n"] = session.get("n", 0) + 1
-        return "ok"
-
-    @app.get("/read")
-    def read() -> str:
-        return repr(session.get("n"))
-
-    @app.get("/clear")
-    def clear() -> str:
-        session.clear()
-        return "ok"
-
-    return app
+    return add_counter(make_app())
 
 
 def test_the_cookie_attributes_are_needed_only_where_a_cookie_is_set_or_a_file_created(
@@ -40,15 +24,15 @@ def test_the_cookie_attributes_are_needed_only_where_a_cookie_is_set_or_a_file_c
     """
     app = _app(make_app)
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
     response = client.get("/read")
     assert response.text == "1" and "Set-Cookie" not in response.headers
-    response = client.get("/write")
+    response = client.get("/count")
     assert response.status_code == 200 and "Set-Cookie" not in response.headers
     assert client.get("/read").text == "2"
     with pytest.raises(ValueError, match=r"(?i)samesite"):
-        app.test_client().get("/write")  # a new session: refused before its file exists
+        app.test_client().get("/count")  # a new session: refused before its file exists
     assert len(session_files(session_dir)) == 1
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     assert client.get("/read").text == "2"
@@ -67,7 +51,7 @@ def test_a_regenerate_that_cannot_set_its_cookie_creates_no_file(
         return "ok"
 
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
     with pytest.raises(ValueError, match=r"(?i)samesite"):
         client.get("/login")
@@ -96,7 +80,7 @@ def test_a_write_that_would_end_with_a_cookie_is_refused_before_it_is_stored(
         return "ok"
 
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
     with pytest.raises(ValueError, match=r"(?i)samesite"):
         client.get(path)
@@ -111,11 +95,11 @@ def test_a_write_that_may_re_sign_the_cookie_is_refused_before_it_is_stored(
     """During a key rotation a cookie signed with the old key is re-signed at save."""
     app = _app(make_app)
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     app.config.update(SECRET_KEY="rotated", SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])
     app.config["SESSION_COOKIE_SAMESITE"] = "invalid"
     with pytest.raises(ValueError, match=r"(?i)samesite"):
-        client.get("/write")
+        client.get("/count")
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     assert client.get("/read").text == "1"
     assert len(session_files(session_dir)) == 1
@@ -140,7 +124,7 @@ def test_regenerate_then_atomic_hands_the_client_the_new_id(
         return repr(session.get("user"))
 
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     old_cookie = client.get_cookie("session")
     assert old_cookie is not None
     response = client.get("/login")
@@ -157,17 +141,17 @@ def test_a_cookie_deletion_still_carries_the_configured_attributes(
     app = _app(make_app)
     app.config.update(SESSION_COOKIE_DOMAIN="example.test", SESSION_COOKIE_SAMESITE="Strict")
     client = app.test_client()
-    client.get("/write", base_url="http://example.test")
+    client.get("/count", base_url="http://example.test")
     response = client.get("/clear", base_url="http://example.test")
     cookie = response.headers["Set-Cookie"]
     assert "Max-Age=0" in cookie and "Domain=example.test" in cookie
     assert "SameSite=Strict" in cookie
 
 
-@pytest.mark.parametrize("path", ["/write", "/read", "/clear"])
+@pytest.mark.parametrize("path", ["/count", "/read", "/clear"])
 def test_vary_cookie_is_sent_once(make_app: Callable[..., Flask], path: str) -> None:
     client = _app(make_app).test_client()
-    client.get("/write")
+    client.get("/count")
     response = client.get(path)
     assert response.headers.getlist("Vary") == ["Cookie"]
 
@@ -185,7 +169,7 @@ def test_vary_cookie_when_only_modified_is_set(make_app: Callable[..., Flask]) -
         return "ok"
 
     client = app.test_client()
-    client.get("/write")
+    client.get("/count")
     unchanged = client.get("/touch")  # the client already holds this very cookie
     assert "Set-Cookie" not in unchanged.headers
     app.config.update(SECRET_KEY="rotated", SECRET_KEY_FALLBACKS=[app.config["SECRET_KEY"]])

@@ -1,5 +1,5 @@
-"""Item 5 through a real server: gunicorn workers (separate processes) serving
-concurrent requests of one session over HTTP.
+"""Concurrent requests of one session that change different keys all persist, through
+a real server: gunicorn workers (separate processes) serving them over HTTP.
 """
 
 from __future__ import annotations

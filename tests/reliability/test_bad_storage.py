@@ -1,4 +1,4 @@
-"""Item 13: whatever sits at a session's path, the request gets a fresh session.
+"""Whatever sits at a session's path, the request gets a fresh session.
 
 Each case puts something that is not a usable session file in the place of a validly
 signed id's file: the request must answer 200 with an empty session, log a warning on

@@ -1,4 +1,4 @@
-"""Item 5: concurrent requests of one session that change different keys all persist,
+"""Concurrent requests of one session that change different keys all persist,
 across threads and across processes, and no lock is held across a request.
 
 Each writer reads the session, then waits at a barrier until every other writer has

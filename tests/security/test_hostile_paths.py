@@ -19,8 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from core_helpers import session_files, session_path, sid_of
-from flask import Flask, session
+from core_helpers import add_counter, session_files, session_path, sid_of
+from flask import Flask
 from flask.testing import FlaskClient
 
 from sqlite_session import SessionDirectoryError, SqliteSession, SqliteSessionInterface
@@ -36,13 +36,7 @@ def counter_app(interface: SqliteSessionInterface | None = None) -> Flask:
     if interface is not None:
         app.session_interface = interface
 
-    @app.post("/count")
-    def count() -> str:
-        session["n"] = session.get("n", 0) + 1
-        session["pad"] = "x" * 3000  # a write that reaches the -wal
-        return str(session["n"])
-
-    return app
+    return add_counter(app, pad=3000)  # writes that reach the -wal
 
 
 def counted(client: FlaskClient, times: int) -> list[str]:

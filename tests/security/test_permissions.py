@@ -1,4 +1,4 @@
-"""Item 14 and construction: private files and directory, no symlink followed, and an
+"""Private files and directory, no symlink followed, and an
 unusable directory refused when the interface is built.
 """
 
@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from core_helpers import after_revalidation, session_files, session_path, sid_of
-from flask import Flask, session
+from core_helpers import add_counter, after_revalidation, session_files, session_path, sid_of
+from flask import Flask
 from flask.testing import FlaskClient
 
 from sqlite_session import SessionDirectoryError, SqliteSessionInterface
@@ -20,16 +20,7 @@ from sqlite_session.ids import IdSigner
 
 
 def routes(app: Flask) -> FlaskClient:
-    @app.get("/write")
-    def write() -> str:
-        session["k"] = session.get("k", 0) + 1
-        return ""
-
-    @app.get("/read")
-    def read() -> str:
-        return str(session.get("k"))
-
-    return app.test_client()
+    return add_counter(app).test_client()
 
 
 @pytest.mark.usefixtures("open_umask")
@@ -37,8 +28,8 @@ def test_a_session_file_is_never_opened_through_a_symlink(
     app: Flask, session_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = routes(app)
-    client.get("/write")
-    client.get("/write")
+    client.get("/count")
+    client.get("/count")
     real = session_path(session_dir, sid_of(client))
     decoy = tmp_path / "decoy.session"  # a real session file holding k=2
     shutil.copy(real, decoy)
@@ -53,7 +44,7 @@ def test_a_session_file_is_never_opened_through_a_symlink(
     caplog.set_level(logging.WARNING, logger="sqlite_session")
     assert attacker.get("/read").text == "None"  # the decoy's data is not served
     attacker.set_cookie("session", IdSigner(["test secret"]).sign(victim_sid))
-    attacker.get("/write")
+    attacker.get("/count")
     assert sid_of(attacker) != victim_sid
     assert decoy.read_bytes() == decoy_bytes  # never written through the link
     assert real.is_symlink()

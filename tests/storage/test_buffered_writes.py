@@ -1,4 +1,4 @@
-"""Item 4: changes are buffered and saved in one transaction, only what changed.
+"""Changes are buffered and saved in one transaction, only what changed.
 
 The store stamps every row it writes with the session's change counter (``meta.seq``),
 so the raw file tells which keys a save wrote and how many transactions it took.

@@ -1,4 +1,4 @@
-"""Item 11: expiry lives in the session file and is enforced without any sweeper.
+"""Expiry lives in the session file and is enforced without any sweeper.
 
 Time passing is simulated by rewriting the stored expiry with apsw, except in one test
 that waits (about a second) for a real, short PERMANENT_SESSION_LIFETIME to run out.
@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from core_helpers import (
+    add_counter,
     after_revalidation,
     session_path,
     set_stored_expiry,
@@ -22,7 +23,7 @@ from core_helpers import (
     stored_meta,
     stored_rows,
 )
-from flask import Flask, session
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
@@ -36,18 +37,7 @@ LIFETIME = 100.0
 
 def routes(app: Flask, *, permanent: bool = False) -> FlaskClient:
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=LIFETIME)
-
-    @app.get("/write")
-    def write() -> str:
-        session["k"] = session.get("k", 0) + 1
-        session.permanent = permanent
-        return ""
-
-    @app.get("/read")
-    def read() -> str:
-        return str(session.get("k"))
-
-    return app.test_client()
+    return add_counter(app, permanent=permanent).test_client()
 
 
 @pytest.mark.parametrize("permanent", [False, True])
@@ -56,7 +46,7 @@ def test_expiry_is_stored_in_the_file_for_every_session(
 ) -> None:
     client = routes(app, permanent=permanent)
     before = time.time()
-    client.get("/write")
+    client.get("/count")
     meta = stored_meta(session_dir, sid_of(client))
     assert before + LIFETIME <= meta["expires_at"] <= time.time() + LIFETIME
     assert bool(meta["permanent"]) is permanent
@@ -69,18 +59,18 @@ def test_a_write_moves_the_mtime_hint_only_once_it_trails_by_the_refresh_fractio
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
     client = routes(make_app(refresh_fraction=0.1))
-    client.get("/write")
+    client.get("/count")
     path = session_path(session_dir, sid_of(client))
     created = path.stat().st_mtime
-    client.get("/write")  # the expiry moved by far less than 10% of the lifetime
+    client.get("/count")  # the expiry moved by far less than 10% of the lifetime
     assert path.stat().st_mtime == created  # no utime: one system call saved
     os.utime(path, (created - LIFETIME * 0.2,) * 2)  # now trailing by more than 10%
     after_revalidation()  # (a process sees the mtime when it next checks the path)
-    client.get("/write")
+    client.get("/count")
     assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
     os.utime(path, (created + LIFETIME,) * 2)  # ahead of the expiry (a shortened lifetime)
     after_revalidation()
-    client.get("/write")
+    client.get("/count")
     assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
 
 
@@ -90,8 +80,8 @@ def test_a_burst_of_writes_moves_a_trailing_hint_once(
     """The pooled connection carries the mtime its write set: the writes that follow,
     handed the connection without a new lstat, need no utime of their own."""
     client = routes(make_app(refresh_fraction=0.1))
-    client.get("/write")
-    client.get("/write")  # the connection is pooled
+    client.get("/count")
+    client.get("/count")  # the connection is pooled
     path = session_path(session_dir, sid_of(client))
     os.utime(path, (time.time() - LIFETIME,) * 2)  # trailing, as after a checkpoint
     after_revalidation()
@@ -103,10 +93,10 @@ def test_a_burst_of_writes_moves_a_trailing_hint_once(
         real_utime(target, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", utime_spy)
-    client.get("/write")  # checks the path, finds the hint trailing: moves it
+    client.get("/count")  # checks the path, finds the hint trailing: moves it
     monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # no check during the burst
     for _ in range(4):
-        client.get("/write")
+        client.get("/count")
     assert utimes == [str(path)]
     expiry = stored_meta(session_dir, sid_of(client))["expires_at"]
     assert expiry - LIFETIME * 0.1 <= path.stat().st_mtime <= expiry
@@ -147,24 +137,24 @@ def test_a_shorter_expiry_moves_the_hint_where_the_known_mtime_is_stale(
 
 def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:
     client = routes(app)
-    client.get("/write")
+    client.get("/count")
     sid = sid_of(client)
     set_stored_expiry(session_dir, sid, time.time() + 5)
-    client.get("/write")
+    client.get("/count")
     assert stored_meta(session_dir, sid)["expires_at"] > time.time() + LIFETIME - 5
 
 
 def test_an_expired_session_is_never_served(app: Flask, session_dir: Path) -> None:
     client = routes(app)
-    client.get("/write")
-    client.get("/write")
+    client.get("/count")
+    client.get("/count")
     sid = sid_of(client)
     set_stored_expiry(session_dir, sid, time.time() - 1)
     assert session_path(session_dir, sid).exists()  # no sweeper ran
     response = client.get("/read")
     assert response.text == "None"
     assert "Max-Age=0" in response.headers["Set-Cookie"]
-    client.get("/write")
+    client.get("/count")
     assert sid_of(client) != sid
     assert client.get("/read").text == "1"  # a new session, not the old one revived
 
@@ -174,7 +164,7 @@ def test_a_short_real_lifetime_runs_out(make_app: Callable[..., Flask]) -> None:
     client = routes(app)
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=2)
     saved_at = time.time()
-    client.get("/write")
+    client.get("/count")
     assert client.get("/read").text == "1"  # well within its two seconds
     time.sleep(max(0.0, saved_at + 2.2 - time.time()))
     assert client.get("/read").text == "None"
@@ -192,7 +182,7 @@ def test_read_only_refresh_only_after_a_fraction_of_the_lifetime(
     refreshed: bool,
 ) -> None:
     client = routes(make_app(refresh_fraction=fraction))
-    client.get("/write")
+    client.get("/count")
     sid = sid_of(client)
     rows = stored_rows(session_dir, sid)
     seq = stored_meta(session_dir, sid)["seq"]
@@ -212,7 +202,7 @@ def test_no_read_only_refresh_when_refresh_each_request_is_off(
 ) -> None:
     app.config["SESSION_REFRESH_EACH_REQUEST"] = False
     client = routes(app)
-    client.get("/write")
+    client.get("/count")
     sid = sid_of(client)
     old_expiry = time.time() + LIFETIME / 2
     set_stored_expiry(session_dir, sid, old_expiry)
@@ -224,7 +214,7 @@ def test_a_refreshed_permanent_cookie_carries_the_new_expiry(
     app: Flask, session_dir: Path
 ) -> None:
     client = routes(app, permanent=True)
-    client.get("/write")
+    client.get("/count")
     sid = sid_of(client)
     set_stored_expiry(session_dir, sid, time.time() + LIFETIME / 2)
     response = client.get("/read")

@@ -1,4 +1,4 @@
-"""Item 3: one row per key; a request reads only the rows it touches.
+"""One row per key; a request reads only the rows it touches.
 
 Bytes read are counted by the spy VFS, which sits under SQLite itself, so this measures
 what the store really reads from the file rather than trusting its queries.
