@@ -1,7 +1,15 @@
 """Shared fixtures: a real Flask app on a real session directory.
 
-The helpers tests import (files, cookies, descriptors, the I/O spy) live in
-:mod:`core_helpers`, the real servers in :mod:`servers`; this folder is on ``sys.path``.
+Each folder holds one part of the contract: ``api`` what a Flask app sees of the
+session, ``cookies`` the cookie and its signed id, ``storage`` the files (one row per
+key, lazy, expiry, limits, the connection pool), ``reliability`` failures (concurrency,
+damaged files, a full disk, no descriptors, crashes), ``security`` hostile paths and
+permissions, ``sweeping`` the janitor, ``deployment`` real servers and the recipes,
+``project`` the docs, packaging and conventions.
+
+The helpers tests import (files, cookies, descriptors, the I/O spy, the counter app)
+live in :mod:`core_helpers`, the real servers in :mod:`servers`; this folder is on
+``sys.path``.
 """
 
 from __future__ import annotations
