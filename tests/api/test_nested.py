@@ -1,18 +1,22 @@
-"""Item 6: mutations of stored containers persist without ``session.modified = True``.
+"""Mutations of stored containers persist without ``session.modified = True``.
 
 Each case stores a value in one request, mutates it in place in a second request and
-reads it back in a third, through three separate requests and the real file.
+reads it back in a third, through three separate requests and the real file. Tracked
+values do not keep their session alive: no reference cycle per request.
 """
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from ast import literal_eval
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask, session
+from flask.globals import request_ctx
 from flask.sessions import SessionMixin
 from flask.testing import FlaskClient
 
@@ -173,3 +177,43 @@ def test_reading_nested_values_without_mutating_writes_nothing(app: Flask) -> No
 
     client = make_client(app, mutation, {"list": [1], "d": {"x": 1}})
     assert "Set-Cookie" not in client.get("/mutate").headers
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Only reference counting frees objects inside the block."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_session_with_nested_values_is_freed_without_the_collector(
+    make_app: Callable[..., Flask], no_gc: None
+) -> None:
+    app = make_app()
+    seen: list[weakref.ref[Any]] = []
+    kept: list[Any] = []
+
+    @app.get("/set")
+    def set_() -> str:
+        session["cart"] = {"items": [1]}
+        return "ok"
+
+    @app.get("/append")
+    def append() -> str:
+        seen.append(weakref.ref(request_ctx.session))
+        cart = session["cart"]
+        cart["items"].append(2)
+        kept.append(cart)
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set")
+    client.get("/append")
+    assert seen and seen[0]() is None  # freed as soon as the request ended
+    kept[0]["items"].append(3)  # mutating a value that outlived its session is harmless
+    assert client.get("/append").status_code == 200
+    assert kept[1]["items"] == [1, 2, 2]  # the first append persisted, the late one not

@@ -61,3 +61,20 @@ def test_api_reference_documents_every_public_name() -> None:
     documented = set(re.findall(r"^\.\. auto\w+:: sqlite_session\.(\w+)$", api, re.MULTILINE))
     documented |= set(re.findall(r"^\.\. data:: sqlite_session\.(\w+)$", api, re.MULTILINE))
     assert documented == set(sqlite_session.__all__)
+
+
+def test_every_test_path_the_docs_name_exists() -> None:
+    texts = [
+        README,
+        *DOCS.glob("*.md"),
+        *(ROOT / "scripts").iterdir(),
+        *(ROOT / "deploy").rglob("*"),
+    ]
+    named = {
+        path
+        for text in texts
+        if text.is_file()
+        for path in re.findall(r"\btests/[\w/]+\.py\b", text.read_text(errors="replace"))
+    }
+    assert named, "the guarantees name their tests"
+    assert sorted(p for p in named if not (ROOT / p).is_file()) == []
