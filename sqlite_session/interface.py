@@ -17,12 +17,12 @@ from flask import Flask, Request, Response
 from flask import request as current_request
 from flask.sessions import SessionInterface, SessionMixin
 
-from .directory import prepare_directory, resolve_session_path
 from .ids import IdSigner, validate_node
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession, SessionSettings
 from .store import SessionStore
+from .store.directory import prepare_directory, resolve_session_path
 from .sweep import BackgroundSweeper
 
 log = logging.getLogger("sqlite_session")

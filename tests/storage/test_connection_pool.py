@@ -22,9 +22,9 @@ from core_helpers import after_revalidation, open_session_files, spy_io
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
-from sqlite_session import store as store_module
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, OpenStatus, SessionStore
+from sqlite_session.store import store as store_module
 
 
 def make(store: SessionStore, value: bytes) -> str:

@@ -27,9 +27,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
-from sqlite_session import store as store_module
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, SessionStore
+from sqlite_session.store import store as store_module
 from sqlite_session.sweep import sweep
 
 LIFETIME = 100.0

@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 
-from .errors import SessionDirectoryError
+from ..errors import SessionDirectoryError
 
 log = logging.getLogger("sqlite_session")
 

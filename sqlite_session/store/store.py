@@ -69,8 +69,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import apsw
 
-from .directory import recreate_directory
-from .errors import (
+from ..errors import (
     SessionConflictError,
     SessionError,
     SessionLockTimeout,
@@ -79,6 +78,7 @@ from .errors import (
     SessionStorageUnavailable,
     SessionTooLarge,
 )
+from .directory import recreate_directory
 
 log = logging.getLogger("sqlite_session")
 _T = TypeVar("_T")
