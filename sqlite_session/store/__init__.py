@@ -1,21 +1,19 @@
-"""One SQLite file per session: the only package that speaks SQLite (see :mod:`.store`)."""
+"""One SQLite file per session: the only package that speaks SQLite.
 
-from .store import (
-    PAGE_SIZE,
-    REVALIDATE_AFTER,
-    SUFFIX,
-    TEMP_PREFIX,
-    WAL_SIZE_LIMIT,
-    Changes,
-    Lease,
-    Opened,
-    OpenStatus,
-    SessionStore,
-    StorageBroken,
-    SweepOutcome,
-    Transaction,
-    WriteOutcome,
-)
+:mod:`.format` describes the file, :mod:`.connection` the journal mode and the
+connections, :mod:`.removal` the protocol that removes a file. :class:`SessionStore` (in
+:mod:`.store`) is what the rest of the package uses. The measurements behind these
+choices are in docs/design.md.
+"""
+
+from .checkout import REVALIDATE_AFTER
+from .connection import WAL_SIZE_LIMIT
+from .errors import StorageBroken
+from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus
+from .lease import Lease
+from .removal import SweepOutcome
+from .store import Opened, SessionStore
+from .transaction import Changes, Transaction, WriteOutcome
 
 __all__ = [
     "PAGE_SIZE",
@@ -24,7 +22,9 @@ __all__ = [
     "TEMP_PREFIX",
     "WAL_SIZE_LIMIT",
     "Changes",
+    "FileState",
     "Lease",
+    "Meta",
     "OpenStatus",
     "Opened",
     "SessionStore",

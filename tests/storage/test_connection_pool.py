@@ -23,8 +23,7 @@ from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
 from sqlite_session.ids import new_session_id
-from sqlite_session.store import Changes, OpenStatus, SessionStore
-from sqlite_session.store import store as store_module
+from sqlite_session.store import Changes, OpenStatus, SessionStore, checkout
 
 
 def make(store: SessionStore, value: bytes) -> str:
@@ -59,7 +58,7 @@ def test_a_connection_checked_moments_ago_is_reused_without_an_lstat(
     """A burst of requests pays for one lstat; a removal through the store (here by a
     second store, as another process would) is seen at once all the same: the removed
     file holds a tombstone that the pooled connection reads."""
-    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # however slow the machine
+    monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # however slow the machine
     store, other = SessionStore(str(tmp_path)), SessionStore(str(tmp_path))
     sid = make(store, b'"secret"')
     with spy_io(tmp_path) as first:

@@ -28,8 +28,7 @@ from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
 from sqlite_session.ids import new_session_id
-from sqlite_session.store import Changes, SessionStore
-from sqlite_session.store import store as store_module
+from sqlite_session.store import Changes, SessionStore, checkout
 from sqlite_session.sweep import sweep
 
 LIFETIME = 100.0
@@ -94,7 +93,7 @@ def test_a_burst_of_writes_moves_a_trailing_hint_once(
 
     monkeypatch.setattr(os, "utime", utime_spy)
     client.get("/count")  # checks the path, finds the hint trailing: moves it
-    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # no check during the burst
+    monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # no check during the burst
     for _ in range(4):
         client.get("/count")
     assert utimes == [str(path)]
@@ -110,7 +109,7 @@ def test_a_shorter_expiry_moves_the_hint_where_the_known_mtime_is_stale(
     rolling deploy) must move the hint even where the mtime it knows is older than the
     one on disk: left ahead of the expiry, the hint would hide the expired session from
     the sweeper until the longer expiry."""
-    monkeypatch.setattr(store_module, "REVALIDATE_AFTER", 60.0)  # reuse without a check
+    monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # reuse without a check
     store = SessionStore(str(tmp_path))
     short, long = 1800.0, 31 * 86400.0
     sid = new_session_id()

@@ -1,0 +1,216 @@
+"""The session file format: names, schema, statements and the checked reading of rows.
+
+``<directory>/<session id>.session`` is a SQLite database with page size 1024 (a small
+session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
+:data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
+``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count)
+and ``kv`` (one row per session key: the change counter of its last write, then the
+encoded value; the keys also sit in the primary key's index). The expiry is also
+mirrored into the file's mtime, so the sweeper can skip a fresh session with a ``stat``.
+The mirror is only a hint that may trail the expiry, never run ahead of it: a save
+updates it only once it trails by ``refresh_fraction`` of the lifetime (or when the save
+shortens the expiry), and a crash between commit and ``utime`` leaves it behind. A
+trailing mtime merely makes the file a candidate that the sweeper opens, re-checks and
+catches up.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, IntEnum
+from typing import Any, NamedTuple, TypeVar
+
+import apsw
+
+from .errors import StorageBroken, StorageNewer
+
+_T = TypeVar("_T")
+
+# apsw types every cell as a union of all SQLite values; the schema fixes each column's
+# type, so rows are handled as Any rather than narrowed cell by cell.
+Rows = list[tuple[Any, ...]]
+
+FORMAT_VERSION = 1
+APPLICATION_ID = 0x53514C53  # "SQLS"
+PAGE_SIZE = 1024
+SUFFIX = ".session"
+WAL_FILES = ("-wal", "-shm")  # the files SQLite keeps next to a WAL database while it is open
+TEMP_PREFIX = ".tmp-"
+
+
+class FileState(IntEnum):
+    """``meta.state``: what a session file holds (the stored values never change).
+
+    This is the file's layer; :class:`OpenStatus` is what a reader concludes from it.
+    """
+
+    LIVE = 0
+    GONE = 1  # swept or emptied; unlinked right after the commit that set it
+    MOVED = 2  # regenerated: the data now lives under another id; kept briefly as a tombstone
+
+
+class OpenStatus(Enum):
+    """What a reader found at a session's path (see :meth:`Meta.status`).
+
+    ``MOVED``: the session was regenerated under another id (:attr:`FileState.MOVED`).
+    """
+
+    LIVE = "live"
+    MISSING = "missing"
+    EXPIRED = "expired"
+    MOVED = "moved"
+    BROKEN = "broken"
+
+
+SCHEMA = f"""
+PRAGMA page_size={PAGE_SIZE};
+PRAGMA application_id={APPLICATION_ID};
+PRAGMA user_version={FORMAT_VERSION};
+BEGIN;
+CREATE TABLE meta(
+    expires_at REAL NOT NULL,
+    state INTEGER NOT NULL,
+    permanent INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    nkeys INTEGER NOT NULL
+);
+CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
+"""
+INSERT_META = "INSERT INTO meta VALUES (?, ?, ?, ?, ?)"
+UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
+# Columns are named: the row layout is (key, version, value). Keys live in the primary
+# key's index and the version precedes the value in the row, so finding a key, testing
+# it or listing keys never reads a value, and reading one value reads only that value
+# (a WITHOUT ROWID table compares whole overflowing rows while searching, which made a
+# lookup read the values of the keys it passed on the way).
+INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
+_READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
+# The first access of a request nearly always reads one key: reading it in the same
+# statement as the meta row takes one read transaction and one checkout instead of two.
+# UNION ALL, not a LEFT JOIN: SQLite built with STAT4 re-prepares that LEFT JOIN at every
+# execution (its plan depends on the bound key); two scalar subqueries would walk a large
+# value's pages twice.
+_READ_META_AND_KEY = (
+    "SELECT 0, expires_at, state, permanent, seq, nkeys FROM meta "
+    "UNION ALL SELECT 1, value, version, NULL, NULL, NULL FROM kv WHERE key = ?"
+)
+_CHECK_HEADER = (
+    "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
+)
+
+
+class Meta(NamedTuple):
+    """The ``meta`` row of a session file."""
+
+    expires_at: float
+    state: int  # a FileState value in a file of ours
+    permanent: bool
+    seq: int
+    nkeys: int
+
+    def status(self, now: float) -> OpenStatus:
+        """What the row means to a reader at ``now``: LIVE, MOVED or EXPIRED."""
+        if self.state == FileState.MOVED:
+            return OpenStatus.MOVED
+        if self.state != FileState.LIVE or self.expires_at <= now:
+            return OpenStatus.EXPIRED
+        return OpenStatus.LIVE
+
+    def removable(self, now: float) -> bool:
+        """True when the sweeper may remove the session at ``now``.
+
+        A live session or a MOVED tombstone is removable once its expiry has passed; a
+        GONE file (a removal interrupted between its commit and its unlink) always is.
+        """
+        return self.state not in (FileState.LIVE, FileState.MOVED) or self.expires_at <= now
+
+
+def read_meta(conn: apsw.Connection) -> Meta:
+    return _meta_of(conn.execute(_READ_META).fetchall())
+
+
+def read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[bytes, int] | None]:
+    """The meta row and one key's value and version, in one statement."""
+    metas: list[Any] = []
+    found = None
+    for row in conn.execute(_READ_META_AND_KEY, (key,)):
+        if row[0] == 0:
+            metas.append(row[1:])
+        elif found is None:
+            found = (row[1], typed(row[2], int))  # a bad value is dropped when decoded
+    return _meta_of(metas), found
+
+
+def check_format(conn: apsw.Connection) -> None:
+    """Refuse a file that is not a session file of this format (first statement on it)."""
+    header = conn.execute(_CHECK_HEADER).fetchall()
+    app_id, version = header[0] if header else (None, None)
+    if app_id == APPLICATION_ID and int(version or 0) > FORMAT_VERSION:
+        raise StorageNewer(f"session file of a newer format: {header}")
+    if header != [(APPLICATION_ID, FORMAT_VERSION)]:
+        raise StorageBroken(f"not a session file of format {FORMAT_VERSION}: {header}")
+
+
+def _meta_of(rows: list[Any]) -> Meta:
+    """The ``meta`` row, checked to hold what our schema stores (else StorageBroken)."""
+    if len(rows) == 1:  # the usual case, checked in one expression (every request)
+        expires_at, state, permanent, seq, nkeys = rows[0]
+        if (
+            type(expires_at) is float
+            and type(state) is int
+            and type(permanent) is int
+            and type(seq) is int
+            and type(nkeys) is int
+        ):
+            return Meta(expires_at, state, permanent != 0, seq, nkeys)
+    return _checked_meta(rows)
+
+
+def _checked_meta(rows: list[Any]) -> Meta:
+    """:func:`_meta_of` for a row of unusual types: accepted if usable, else StorageBroken."""
+    if len(rows) != 1:
+        raise StorageBroken(f"meta table holds {len(rows)} rows")
+    expires_at, state, permanent, seq, nkeys = rows[0]
+    if not isinstance(expires_at, (int, float)):
+        raise StorageBroken(f"expiry is a {type(expires_at).__name__}")
+    return Meta(
+        float(expires_at),
+        typed(state, int),
+        bool(typed(permanent, int)),
+        typed(seq, int),
+        typed(nkeys, int),
+    )
+
+
+def read_value(conn: apsw.Connection, key: str) -> tuple[bytes, int] | None:
+    """One key's value and version, or None when the key is absent."""
+    rows = conn.execute("SELECT value, version FROM kv WHERE key = ?", (key,)).fetchall()
+    return (typed(rows[0][0], bytes), typed(rows[0][1], int)) if rows else None
+
+
+def read_version(conn: apsw.Connection, key: str) -> int | None:
+    """One key's version (its value is not read), or None when the key is absent."""
+    rows = conn.execute("SELECT version FROM kv WHERE key = ?", (key,)).fetchall()
+    return typed(rows[0][0], int) if rows else None
+
+
+def read_keys(conn: apsw.Connection) -> list[str]:
+    """The session's keys (values are not read)."""
+    return [typed(row[0], str) for row in conn.execute("SELECT key FROM kv")]
+
+
+def read_items(conn: apsw.Connection) -> dict[str, bytes]:
+    """Every key and its value."""
+    rows: Rows = conn.execute("SELECT key, value FROM kv").fetchall()
+    return {typed(key, str): typed(value, bytes) for key, value in rows}
+
+
+def typed(value: object, kind: type[_T]) -> _T:
+    """A value read from a session file, checked to have the type our schema stores there.
+
+    A file edited by hand or by a foreign program can hold anything in any column; it
+    is reported as broken instead of failing somewhere later with a ``TypeError``.
+    """
+    if isinstance(value, kind):
+        return value
+    raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
+

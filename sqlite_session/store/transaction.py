@@ -1,0 +1,245 @@
+"""A session file under its write lock: one batch of changes and what it did."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, TypeVar
+
+import apsw
+
+from ..errors import SessionConflictError, SessionRegenerateError
+from .errors import on_open_file
+from .format import (
+    INSERT_KV,
+    UPDATE_KEY,
+    FileState,
+    Meta,
+    OpenStatus,
+    read_items,
+    read_keys,
+    read_value,
+    read_version,
+)
+from .removal import Removal
+
+if TYPE_CHECKING:
+    from .store import SessionStore
+
+_T = TypeVar("_T")
+
+
+class WriteOutcome(Enum):
+    """What a write did to the session file.
+
+    ``MOVED``: this write regenerated the session; ``SUPERSEDED``: another request had
+    (both leave the file in :attr:`FileState.MOVED`).
+    """
+
+    WRITTEN = "written"
+    REMOVED = "removed"  # the session became empty; its file is gone
+    MOVED = "moved"  # this write regenerated the session: its data now lives under the new id
+    GONE = "gone"  # the session had expired or been removed before this write; nothing written
+    SUPERSEDED = "superseded"  # another request regenerated the session; nothing written
+
+
+@dataclass
+class Changes:
+    """A batch of changes to one session, applied in one transaction.
+
+    ``expected`` enables strict mode: for each key, the version this request read
+    (None: the key was absent); a key not listed must not have been written since the
+    change counter ``baseline`` that the request saw when it opened the session.
+    """
+
+    upserts: dict[str, bytes] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    clear: bool = False
+    permanent: bool = False
+    expires_at: float = 0.0
+    expected: dict[str, int | None] | None = None
+    baseline: int = 0
+    move_to: str | None = None
+    moved_grace: float = 0.0
+    # How far the file's mtime (the sweeper's hint) may trail the new expiry before the
+    # write updates it too: each utime is a system call, and a lagging hint only makes
+    # the sweeper open a live file once (it then catches the mtime up).
+    mirror_slack: float = 0.0
+
+    @property
+    def value_bytes(self) -> int:
+        """The size of the new values."""
+        return sum(len(value) for value in self.upserts.values())
+
+
+class Transaction:
+    """A session file under its write lock: read consistently, then apply one batch."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        sid: str,
+        conn: apsw.Connection | None,
+        meta: Meta | None,
+        mtime: float = 0.0,
+    ) -> None:
+        self._store = store
+        self._mtime = mtime
+        self._path = store.path_for(sid)
+        self._conn = conn
+        self.meta = meta
+        self._removal: Removal | None = None
+        self.new_mtime: float | None = None  # the mtime after_commit sets
+
+    @property
+    def status(self) -> OpenStatus:
+        """Whether the session was live when the lock was taken."""
+        if self.meta is None:
+            return OpenStatus.MISSING
+        return self.meta.status(time.time())
+
+    def read(self, key: str) -> tuple[bytes, int] | None:
+        """One key's value and version, as of this transaction."""
+        return self._query(lambda conn: read_value(conn, key))
+
+    def version(self, key: str) -> int | None:
+        """One key's version, as of this transaction."""
+        return self._query(lambda conn: read_version(conn, key))
+
+    def keys(self) -> list[str]:
+        """The session's keys, as of this transaction."""
+        return self._query(read_keys)
+
+    def _query(self, query: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``query`` under the lock; damage met on the way is :class:`StorageBroken`."""
+        assert self._conn is not None
+        return on_open_file(self._conn, query)
+
+    def apply(self, changes: Changes) -> WriteOutcome:
+        """Apply a batch of changes; the commit happens when the transaction block ends."""
+        status = self.status
+        if status is OpenStatus.MOVED:
+            return WriteOutcome.SUPERSEDED
+        if status is not OpenStatus.LIVE:
+            return WriteOutcome.GONE
+        conn, meta = self._conn, self.meta
+        assert conn is not None and meta is not None
+        if changes.expected is not None:
+            self._check_conflicts(changes)
+        seq = meta.seq + 1
+        nkeys = meta.nkeys
+        if changes.clear:
+            conn.execute("DELETE FROM kv")
+            nkeys = 0
+        for key in changes.deletes:
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+            nkeys -= conn.changes()
+        key = ""
+        connector = self._store.connector
+        try:
+            for key, value in changes.upserts.items():
+                conn.execute(UPDATE_KEY, (value, seq, key))
+                if not conn.changes():
+                    conn.execute(INSERT_KV, (key, value, seq))
+                    nkeys += 1
+                    connector.check_key_count(nkeys, key)
+        except apsw.FullError as exc:
+            raise connector.full_error(self._path, key, changes.value_bytes) from exc
+        if nkeys <= 0:
+            self._remove(seq)
+            return WriteOutcome.REMOVED
+        if changes.move_to is not None:
+            self._move(changes, seq)
+            return WriteOutcome.MOVED
+        conn.execute(
+            "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
+            (changes.expires_at, int(changes.permanent), seq, nkeys),
+        )
+        # The mtime known here may be out of date (see REVALIDATE_AFTER), but it never
+        # exceeds the stored expiry: a write that shortens the expiry (a shorter lifetime)
+        # always moves it, so that the hint is never left ahead of the new expiry.
+        trail = changes.expires_at - self._mtime
+        if trail > changes.mirror_slack or trail < 0 or changes.expires_at < meta.expires_at:
+            self.new_mtime = changes.expires_at
+        return WriteOutcome.WRITTEN
+
+    def refresh(self, expires_at: float) -> bool:
+        """Push a live session's expiry to ``expires_at``; False if it is no longer live."""
+        if self.status is not OpenStatus.LIVE:
+            return False
+        assert self._conn is not None
+        self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
+        self.new_mtime = expires_at
+        return True
+
+    def _check_conflicts(self, changes: Changes) -> None:
+        assert self._conn is not None and changes.expected is not None
+        conflicts = []
+        for key in [*changes.upserts, *changes.deletes]:
+            current = read_version(self._conn, key)
+            if key in changes.expected:
+                if current != changes.expected[key]:
+                    conflicts.append(key)
+            elif current is not None and current > changes.baseline:
+                conflicts.append(key)
+        if conflicts:
+            raise SessionConflictError(sorted(conflicts))
+
+    def _remove(self, seq: int) -> None:
+        """Tombstone the session as GONE; the file is unlinked once that is committed."""
+        assert self._conn is not None
+        self._removal = Removal(self._conn, self._path, self._store.connector.pool, seq)
+
+    def _move(self, changes: Changes, seq: int) -> None:
+        """Copy the session to ``changes.move_to`` and leave a short-lived tombstone here.
+
+        A batch that cleared the session (a logout that wrote again) removes the old
+        file instead: its id must lead to nothing, not to a tombstone.
+        """
+        assert self._conn is not None and changes.move_to is not None
+        copy = Changes(
+            upserts=read_items(self._conn),
+            permanent=changes.permanent,
+            expires_at=changes.expires_at,
+        )
+        try:
+            self._store.create(changes.move_to, copy, seq=seq)
+        except (apsw.Error, OSError) as exc:
+            # Not damage to this session (the transaction's handler would take a
+            # CantOpenError for that and move the user to a fresh session): the move
+            # fails, rolled back, and the session stays as it was under its old id.
+            raise SessionRegenerateError(
+                f"cannot create the regenerated session's file: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._conn.execute("DELETE FROM kv")
+        if changes.clear:
+            self._remove(seq)
+            return
+        tombstone_until = time.time() + changes.moved_grace
+        self._conn.execute(
+            "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
+            (int(FileState.MOVED), tombstone_until, seq),
+        )
+        self.new_mtime = tombstone_until
+
+    def committed(self) -> None:
+        """Right after the commit, on the same connection: prepare a removal's unlink."""
+        if self._removal is not None and self._conn is not None:
+            self._removal.flush(self._conn)
+
+    def after_commit(self) -> bool:
+        """Mirror the new expiry into the mtime, or unlink a tombstoned file.
+
+        Returns True when this call unlinked the file (False also when someone else
+        removed it after our commit: then there is nothing left to do).
+        """
+        if self._removal is not None:
+            return self._removal.unlink()
+        if self.new_mtime is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self._path, (self.new_mtime, self.new_mtime), follow_symlinks=False)
+        return False
