@@ -177,7 +177,7 @@ class _Sweep:
         if outcome in (SweepOutcome.REMOVED, SweepOutcome.EXPIRED):
             report.removed += 1
             self.event("would remove expired" if self.dry_run else "removed expired", name)
-        elif outcome is SweepOutcome.LIVE:
+        elif outcome is SweepOutcome.KEPT:
             report.kept += 1
         elif outcome is SweepOutcome.BUSY:
             report.busy += 1

@@ -91,7 +91,7 @@ class SweepOutcome(Enum):
 
     REMOVED = "removed"  # expired: tombstoned, committed and unlinked
     EXPIRED = "expired"  # expired, but a dry run: left in place
-    LIVE = "live"  # not expired (or a MOVED tombstone still in its grace period): kept
+    KEPT = "kept"  # not expired (or a MOVED tombstone still in its grace period)
     BUSY = "busy"  # a request holds its lock: the session is in use, skipped
     VANISHED = "vanished"  # removed by someone else before or while we looked
     BROKEN = "broken"  # opened and proved not a session file of ours: untouched, the caller decides
@@ -125,7 +125,7 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
     try:
         if dry_run:
             meta = read_meta(conn)
-            return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.LIVE
+            return SweepOutcome.EXPIRED if meta.removable(now) else SweepOutcome.KEPT
         conn.execute("BEGIN IMMEDIATE")
         meta = read_meta(conn)
         if not meta.removable(now):
@@ -133,7 +133,7 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
             # the next sweep skips the file with a stat again.
             with contextlib.suppress(OSError):
                 os.utime(path, (meta.expires_at, meta.expires_at), follow_symlinks=False)
-            return SweepOutcome.LIVE
+            return SweepOutcome.KEPT
         removal = Removal(conn, path, connector.pool, meta.seq)
         try:
             conn.execute("COMMIT")
@@ -180,7 +180,7 @@ def _sweep_without_space(
     except (apsw.Error, StorageBroken):
         return SweepOutcome.BROKEN if os.path.lexists(path) else SweepOutcome.VANISHED
     if not meta.removable(now):
-        return SweepOutcome.LIVE
+        return SweepOutcome.KEPT
     if dry_run:
         return SweepOutcome.EXPIRED
     if not unlink_session_file(path, connector.pool, side_files=True):

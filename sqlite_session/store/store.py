@@ -220,8 +220,8 @@ class SessionStore:
         """
         self._builder.create(self.path_for(sid), changes, seq)
 
-    def remove(self, sid: str) -> None:
-        """Forget the pooled connections of a file that has just been unlinked."""
+    def forget(self, sid: str) -> None:
+        """Close the pooled connections of session ``sid`` (whose file has been unlinked)."""
         self._pool.forget(self.path_for(sid))
 
     def sweep_file(self, sid: str, now: float, *, dry_run: bool = False) -> SweepOutcome:

@@ -282,7 +282,7 @@ def test_wal_of_a_crashed_writer_is_kept(store: SessionStore, session_dir: Path)
     assert (report.journals_kept, report.journals_removed) == (2, 0)
     assert wal.exists() and shm.exists()
     assert store.read(sid, "k") == (b'"before"', 0)  # the uncommitted write is not seen
-    store.remove(sid)  # closing the last connection checkpoints and deletes both files
+    store.forget(sid)  # closing the last connection checkpoints and deletes both files
     assert not wal.exists() and not shm.exists()
     assert store.read(sid, "k") == (b'"before"', 0)
 
