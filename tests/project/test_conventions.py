@@ -10,7 +10,7 @@ from core_helpers import ROOT
 
 # The command-line tool writes its report to stdout on purpose.
 PRINTING_ALLOWED = {"cli.py", "__main__.py"}
-MODULES = sorted((ROOT / "sqlite_session").glob("*.py"))
+MODULES = sorted((ROOT / "sqlite_session").rglob("*.py"))
 
 
 def calls(tree: ast.AST) -> list[ast.Call]:
@@ -22,7 +22,7 @@ def callee(call: ast.Call) -> str:
     return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: path.relative_to(ROOT).as_posix())
 def test_library_code_logs_instead_of_printing(path: Path) -> None:
     tree = ast.parse(path.read_text(), str(path))
     if path.name not in PRINTING_ALLOWED:
