@@ -6,9 +6,9 @@ Journal mode
     transaction re-reads the file's change counter, while a WAL commit appends to an open
     file and readers check shared memory. A process killed in the middle of a commit
     leaves a WAL whose incomplete transaction the next connection ignores, so a session
-    always holds the old or the new values of a save (``tests/test_crash.py`` kills
-    writers at random moments to prove it). ``MEMORY`` and ``OFF`` journals corrupt the
-    file in that case (the same test fails with them), so they are not options.
+    always holds the old or the new values of a save (``tests/reliability/test_crash.py``
+    kills writers at random moments to prove it). ``MEMORY`` and ``OFF`` journals corrupt
+    the file in that case (the same test fails with them), so they are not options.
     ``synchronous=OFF``: on tmpfs an fsync protects nothing (power loss empties the tmpfs
     anyway) and a process crash loses nothing that has reached the kernel.
 
