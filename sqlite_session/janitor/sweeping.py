@@ -1,0 +1,239 @@
+"""One sweep of a session directory: remove expired session files and stale leftovers.
+
+A sweep streams the directory with :func:`os.scandir` (memory does not grow with the
+number of files) and costs one ``lstat`` per fresh session: a session file's mtime
+mirrors its expiry, so a file whose mtime is in the future is skipped unopened. Only the
+other files are opened, and only through :meth:`SessionStore.sweep_file`, which takes the
+session's write lock, re-reads the expiry, tombstones, commits and then unlinks: a
+request that holds the old inode sees the tombstone instead of writing into a file
+nobody will read again, and a session in use (its lock held) is skipped.
+
+What is removed, and what is never touched
+    * ``<id>.session`` files whose stored expiry has passed (and MOVED tombstones whose
+      grace has passed).
+    * ``<id>.session`` files that opened and proved not to be a session (corrupt,
+      truncated, empty, another program's database) when their name has the exact shape
+      of one of our ids and nothing has touched them (``ctime``) for ``grace`` seconds.
+      Files of a *newer* format are left alone: a newer version of the app may be
+      serving them. So is a file that could not be opened (no descriptor or memory left,
+      permissions: a failure to open proves nothing about the file) and a planted one
+      (a hard link, a read-only file, a planted ``-wal``/``-shm``).
+    * ``.tmp-<hex>`` files (a creation that crashed before its rename) and ``.probe-<pid>``
+      files (a start-up check that crashed) untouched for ``grace`` seconds. A
+      ``.tmp-`` file whose creator still holds its ``flock`` is being built and is never
+      removed, whatever ``grace`` says; nor are the side files of an existing one.
+    * ``<id>.session-journal`` (and ``-wal``/``-shm``) files whose session file is gone,
+      untouched for ``grace`` seconds. A journal next to an existing session file is
+      never removed: if it is hot, SQLite needs it to roll the session back.
+    * Nothing else: files with names we never create are counted as foreign and left
+      alone, so a sweep pointed at the wrong directory by mistake destroys nothing that
+      is not ours. Symlinks are never followed nor removed, directories never removed.
+
+Two sweepers at once are safe (each file's removal is serialised by its lock; the loser
+finds it busy or gone). At most one process sweeps a directory at a time all the same
+when the callers take the directory's sweep lock (see :mod:`.lock`), as the CLI and
+in-app sweeping do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Callable
+
+from ..ids import is_valid_session_id
+from ..store import TEMP_PREFIX, SessionStore, SweepOutcome
+from .entries import Kind, kind_of, main_file, session_id
+from .lock import LOCK_NAME, try_flock
+from .report import Event, SweepReport
+
+DEFAULT_GRACE = 3600.0
+DEFAULT_LOCK_TIMEOUT = 0.1
+PROGRESS_EVERY = 4096  # entries between two progress callbacks
+
+_PROBE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class _Sweep:
+    """One pass over a directory (the state of :func:`sweep`)."""
+
+    def __init__(
+        self,
+        directory: str,
+        now: float,
+        dry_run: bool,
+        grace: float,
+        lock_timeout: float,
+        on_event: Event | None,
+    ) -> None:
+        self.directory = directory
+        self.now = now
+        self.dry_run = dry_run
+        self.grace = grace
+        # Its own store: no connection pool (capacity 0), a short lock wait.
+        self.store = SessionStore(directory, busy_timeout=lock_timeout, connection_cache_size=0)
+        self.on_event = on_event
+        self.report = SweepReport(dry_run=dry_run)
+
+    def event(self, what: str, name: str) -> None:
+        if self.on_event is not None:
+            self.on_event(what, name)
+
+    def entry(self, entry: os.DirEntry[str]) -> None:
+        """Look at one directory entry: one ``lstat``, more only for candidates."""
+        name, report = entry.name, self.report
+        if name == LOCK_NAME:
+            return
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            report.vanished += 1
+            return
+        if not stat.S_ISREG(st.st_mode):
+            report.foreign += 1
+            self.event("foreign (not a regular file)", name)
+            return
+        kind = kind_of(name)
+        if kind is Kind.SESSION:
+            try:
+                self.session(name, st)
+            except OSError as exc:  # e.g. unlink refused: the next sweep retries
+                report.errors += 1
+                self.event(f"error: {exc}", name)
+        elif kind is Kind.TEMPORARY:
+            self.temporary(name, st)
+        elif kind is Kind.SIDECAR:
+            self.sidecar(name, st)
+        else:
+            report.foreign += 1
+            self.event("foreign", name)
+
+    def session(self, name: str, st: os.stat_result) -> None:
+        report = self.report
+        report.sessions += 1
+        if st.st_mtime > self.now:
+            report.fresh += 1
+            return
+        sid = session_id(name)
+        outcome = self.store.sweep_file(sid, self.now, dry_run=self.dry_run)
+        if outcome in (SweepOutcome.REMOVED, SweepOutcome.EXPIRED):
+            report.removed += 1
+            self.event("would remove expired" if self.dry_run else "removed expired", name)
+        elif outcome is SweepOutcome.KEPT:
+            report.kept += 1
+        elif outcome is SweepOutcome.BUSY:
+            report.busy += 1
+            self.event("busy, skipped", name)
+        elif outcome is SweepOutcome.VANISHED:
+            report.vanished += 1
+        elif outcome is SweepOutcome.NEWER:
+            report.newer += 1
+            self.event("newer format, left alone", name)
+        elif outcome is SweepOutcome.UNSAFE:
+            report.unsafe += 1
+            self.event("planted or read-only, left alone", name)
+        elif outcome is SweepOutcome.UNOPENED:
+            report.unopened += 1
+            self.event("could not be opened, left alone", name)
+        else:
+            report.broken += 1
+            if not is_valid_session_id(sid):
+                self.event("unreadable, not named like a session of ours, left alone", name)
+            elif self.garbage(name, st, "unreadable session file"):
+                report.broken_removed += 1
+
+    def sidecar(self, name: str, st: os.stat_result) -> None:
+        """A journal (or WAL/SHM file): kept while its session file exists."""
+        session_name = main_file(name)
+        if os.path.lexists(os.path.join(self.directory, session_name)):
+            self.report.journals_kept += 1
+            self.event("journal of an existing session, kept", name)
+        elif is_valid_session_id(session_id(session_name)) and self.garbage(
+            name, st, "orphan journal"
+        ):
+            self.report.journals_removed += 1
+
+    def temporary(self, name: str, st: os.stat_result) -> None:
+        """A temporary file: removed once stale, unless its session is still being built."""
+        built = main_file(name)
+        built_path = os.path.join(self.directory, built)
+        being_built = built.startswith(TEMP_PREFIX) and os.path.lexists(built_path)
+        lock_of = built_path if being_built else None
+        if self.garbage(name, st, "stale temporary file", lock_of=lock_of):
+            self.report.temp_removed += 1
+
+    def garbage(
+        self, name: str, st: os.stat_result, label: str, *, lock_of: str | None = None
+    ) -> bool:
+        """Remove a leftover file of ours once nothing has touched it for ``grace`` seconds.
+
+        ``ctime`` (which nobody can set) is the age: an mtime may mirror a future expiry.
+        With ``lock_of``, the file is kept whatever its age while someone holds the
+        ``flock`` of that file: a temporary session file's creator holds it while building
+        it (see ``SessionStore.create``). Returns True when the file was removed (or would
+        be, in a dry run).
+        """
+        if self.now - st.st_ctime < self.grace:
+            self.event(f"{label}, too recent to remove", name)
+            return False
+        path = os.path.join(self.directory, name)
+        lock = try_flock(lock_of, _PROBE_FLAGS) if lock_of else contextlib.nullcontext(0)
+        try:
+            with lock as held:
+                if held is None:
+                    self.event(f"{label}, being built, kept", name)
+                    return False
+                if not self.dry_run:
+                    os.unlink(path)  # (under its lock: a creator that locks later starts again)
+        except FileNotFoundError:
+            self.report.vanished += 1
+            return False
+        except OSError as exc:
+            self.report.errors += 1
+            self.event(f"{label}, cannot remove: {exc.strerror}", name)
+            return False
+        self.event(f"{'would remove' if self.dry_run else 'removed'} {label}", name)
+        return True
+
+
+def sweep(
+    directory: str | os.PathLike[str],
+    *,
+    now: float | None = None,
+    dry_run: bool = False,
+    grace: float = DEFAULT_GRACE,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    on_event: Event | None = None,
+    progress: Callable[[SweepReport], None] | None = None,
+) -> SweepReport:
+    """Remove the expired sessions (and stale leftovers) of one session directory.
+
+    ``now`` is the moment sessions are judged against (default: the start of the
+    sweep; a session that expires during a long sweep is left for the next one).
+    ``grace`` is how long a leftover file (temporary, orphan journal, unreadable session)
+    must have been untouched before it is removed (a file being built never is);
+    ``lock_timeout`` how long to wait for a session's lock before counting it busy.
+    ``on_event`` receives each file-level action; ``progress`` the running report every
+    few thousand entries. ``directory`` is resolved to its real path once. Raises
+    :class:`OSError` only if the directory itself cannot be listed.
+    """
+    start = time.monotonic()
+    state = _Sweep(
+        os.path.realpath(directory),  # resolved once, as the store does (see SessionStore)
+        time.time() if now is None else now,
+        dry_run,
+        grace,
+        lock_timeout,
+        on_event,
+    )
+    with os.scandir(state.directory) as entries:
+        for entry in entries:
+            state.entry(entry)
+            state.report.entries += 1
+            if progress is not None and state.report.entries % PROGRESS_EVERY == 0:
+                state.report.seconds = time.monotonic() - start
+                progress(state.report)
+    state.report.seconds = time.monotonic() - start
+    return state.report
