@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from . import __version__
-from .sweep import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
+from .janitor import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
 
 PROG = "sqlite-session"
 

@@ -18,12 +18,12 @@ from flask import request as current_request
 from flask.sessions import SessionInterface, SessionMixin
 
 from .ids import IdSigner, validate_node
+from .janitor import BackgroundSweeper
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession, SessionSettings
 from .store import SessionStore
 from .store.directory import prepare_directory, resolve_session_path
-from .sweep import BackgroundSweeper
 
 log = logging.getLogger("sqlite_session")
 
@@ -91,7 +91,7 @@ class SqliteSessionInterface(SessionInterface):
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
         instead). A background thread per worker process, started at its first request;
-        at most one process sweeps the directory at a time. See :mod:`.sweep`.
+        at most one process sweeps the directory at a time. See :mod:`.janitor`.
     """
 
     def __init__(
