@@ -26,8 +26,8 @@ from servers import handle_session_errors
 
 from sqlite_session import SessionStorageFull
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import sweep
 from sqlite_session.store import Changes, SessionStore
-from sqlite_session.sweep import sweep
 
 OPTIONS = "size=256k,nr_inodes=64,mode=0700"
 

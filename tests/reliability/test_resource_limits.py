@@ -24,7 +24,7 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 from servers import app_answering_session_errors
 
-from sqlite_session.sweep import sweep
+from sqlite_session.janitor import sweep
 
 
 @contextlib.contextmanager

@@ -25,7 +25,7 @@ from flask.testing import FlaskClient
 
 from sqlite_session import SessionDirectoryError, SqliteSession, SqliteSessionInterface
 from sqlite_session.cli import main
-from sqlite_session.sweep import BackgroundSweeper, sweep
+from sqlite_session.janitor import BackgroundSweeper, sweep
 
 
 def counter_app(interface: SqliteSessionInterface | None = None) -> Flask:

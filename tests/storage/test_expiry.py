@@ -28,8 +28,8 @@ from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import sweep
 from sqlite_session.store import Changes, SessionStore, checkout
-from sqlite_session.sweep import sweep
 
 LIFETIME = 100.0
 

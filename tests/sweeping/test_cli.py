@@ -16,8 +16,8 @@ import pytest
 from core_helpers import session_files
 
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import LOCK_NAME
 from sqlite_session.store import Changes, SessionStore
-from sqlite_session.sweep import LOCK_NAME
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "sqlite-session")
 SUMMARY = re.compile(r"^removed (\d+) expired of (\d+) sessions in \d+\.\d+ s")

@@ -22,8 +22,8 @@ from core_helpers import session_files
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
+from sqlite_session.janitor import SweepReport, sweep
 from sqlite_session.store import TEMP_PREFIX
-from sqlite_session.sweep import SweepReport, sweep
 
 BASE_VFS = apsw.vfs_names()[0]
 

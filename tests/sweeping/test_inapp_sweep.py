@@ -19,8 +19,8 @@ from flask import Flask
 
 from sqlite_session import SqliteSessionInterface
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import BackgroundSweeper, sweep_lock
 from sqlite_session.store import Changes
-from sqlite_session.sweep import BackgroundSweeper, sweep_lock
 
 THREAD_NAME = "sqlite-session-sweeper"
 
@@ -114,7 +114,7 @@ def test_at_most_one_sweeper_per_directory_across_processes(session_dir: Path) -
 
 HOLD_SWEEP_LOCK = """
 import sys
-from sqlite_session.sweep import sweep_lock
+from sqlite_session.janitor import sweep_lock
 with sweep_lock(sys.argv[1]) as lock:
     assert lock is not None
     print("holding", flush=True)

@@ -15,8 +15,8 @@ import pytest
 from core_helpers import session_files
 
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import stats, sweep
 from sqlite_session.store import Changes, OpenStatus, SessionStore, SweepOutcome, WriteOutcome
-from sqlite_session.sweep import stats, sweep
 
 
 @pytest.fixture
@@ -331,7 +331,7 @@ def test_files_vanishing_mid_sweep(store: SessionStore, session_dir: Path) -> No
 
 SWEEP_AT = """
 import json, sys, time
-from sqlite_session.sweep import sweep
+from sqlite_session.janitor import sweep
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 print(json.dumps(vars(sweep(sys.argv[1], lock_timeout=0.05))))
 """

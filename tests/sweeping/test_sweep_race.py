@@ -36,7 +36,7 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 
 from sqlite_session import SqliteSessionInterface
-from sqlite_session.sweep import sweep
+from sqlite_session.janitor import sweep
 
 LIFETIME = 1.0
 RUN_SECONDS = 10.0
