@@ -10,7 +10,7 @@ import apsw
 
 from ..errors import SessionLockTimeout
 from .connection import Connector, planted
-from .errors import DISCARD_AFTER, NoSpace, StorageUnsafe
+from .errors import DISCARD_AFTER, NoSpace, StorageUnsafe, short_name, unavailable, without_names
 from .format import Meta, read_meta
 from .lease import Lease
 from .pool import Pooled
@@ -78,6 +78,10 @@ class Checkout:
         except FileNotFoundError:
             self._discard(pooled)  # deleted by hand
             return None
+        except OSError as exc:  # the directory is at fault (not searchable...), not the file
+            self._discard(pooled)
+            what = f"session {short_name(path)}: cannot look up its file"
+            raise unavailable(what, exc) from without_names(exc)
         refused = planted("the session file", st)
         if refused:
             self._discard(pooled)

@@ -2,9 +2,10 @@
 
 A failure is classified once, where it is met: a file that opened and proved not to be
 a session of ours (:class:`StorageBroken`), one that must never be written through
-(:class:`StorageUnsafe`), one of a newer format (:class:`StorageNewer`), or a process or
-system short of a resource for now (:class:`~sqlite_session.SessionStorageUnavailable`:
-the file may be fine and is never given up).
+(:class:`StorageUnsafe`), one of a newer format (:class:`StorageNewer`), or anything else:
+a process or system short of a resource, an I/O error, a directory we cannot search
+(:class:`~sqlite_session.SessionStorageUnavailable`: the file may be fine and is never
+given up). Messages name a session by its short id only (:func:`short_name`).
 """
 
 from __future__ import annotations
@@ -76,57 +77,64 @@ _REFUSED_ERRNOS = frozenset(
 # A connection whose block ended with one of these is closed, not pooled (a busy lock
 # excepted where it is checked): it may be damaged, or it holds descriptors the process lacks.
 DISCARD_AFTER = (apsw.Error, StorageBroken, SessionStorageUnavailable)
-# What a write transaction may meet in a file that opened: see damage().
+# What a write transaction may meet in a file that opened: see damage(). (A full disk and
+# a busy lock are answered before.)
 DAMAGE_MET_WRITING = (
     apsw.CorruptError,
     apsw.NotADBError,
+    apsw.SQLError,
+    apsw.MismatchError,
     apsw.CantOpenError,
     apsw.ReadOnlyError,
     apsw.NoMemError,
+    apsw.IOError,
+    apsw.ProtocolError,
 )
+# The only errors that prove a file that opened is not a session of ours: not a database,
+# corrupt, or a schema our statements cannot run on (a foreign or hand-edited file).
+_PROOF_OF_DAMAGE = (apsw.NotADBError, apsw.CorruptError, apsw.SQLError, apsw.MismatchError)
 
 
 def open_failure(exc: apsw.Error, path: str, system_errno: int) -> BaseException:
     """What a failure to open a session file (or to read it the first time) means.
 
-    Only a file that opened and proved not to be a session of ours is
-    :class:`StorageBroken` (not a database, corrupt). One refused for what it is
-    (read-only, a symlink, a file we may not open) is :class:`StorageUnsafe`; one that
-    vanished, FileNotFoundError (a busy lock is not a failure to open). Anything else
-    (no descriptor, no memory, an error we cannot explain) is
-    :class:`SessionStorageUnavailable`: the file may be fine and is never given up.
-    SQLite keeps no errno for a failed open, so the file is then opened once here.
+    One that vanished is FileNotFoundError (a busy lock is not a failure to open);
+    anything else as :func:`classify` says. SQLite keeps no errno for a failed open, so
+    the file is then looked at here (see :func:`_errno_of`).
     """
-    if isinstance(exc, (apsw.NotADBError, apsw.CorruptError)):
+    if isinstance(exc, (*_PROOF_OF_DAMAGE, apsw.ReadOnlyError)):
+        return classify(exc, system_errno)
+    code = system_errno or _errno_of(path)
+    if code == errno.ENOENT:
+        return FileNotFoundError(code, os.strerror(code))
+    return classify(exc, code)
+
+
+def damage(exc: apsw.Error, conn: apsw.Connection) -> BaseException:
+    """What a failed statement on a session file that opened means: see :func:`classify`."""
+    return classify(exc, conn.system_errno)
+
+
+def classify(exc: apsw.Error, code: int) -> BaseException:
+    """What an error met opening or using a session file means; ``code`` is its errno.
+
+    Only a file that proved not to be a session of ours (see :data:`_PROOF_OF_DAMAGE`;
+    :func:`~.format.check_format` and the typed reads raise StorageBroken themselves)
+    is :class:`StorageBroken`. One refused for what it is (read-only, a symlink, a file
+    we may not open) is :class:`StorageUnsafe`. Anything else (no descriptor, no memory,
+    an I/O or locking-protocol error, an errno we cannot explain) is
+    :class:`SessionStorageUnavailable`: the file may be fine and is never given up.
+    """
+    if isinstance(exc, _PROOF_OF_DAMAGE):
         return StorageBroken(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, apsw.ReadOnlyError):
         return StorageUnsafe("the session file opens only read-only")
     if getattr(exc, "extendedresult", None) == apsw.SQLITE_CANTOPEN_SYMLINK:
         return StorageUnsafe("a symlink in the session file's path")
-    code = system_errno or _errno_opening(path)
-    if code == errno.ENOENT:
-        return FileNotFoundError(code, os.strerror(code))
-    if code in _REFUSED_ERRNOS:
+    if isinstance(exc, apsw.CantOpenError) and code in _REFUSED_ERRNOS:
         return StorageUnsafe(f"the session file cannot be opened: {os.strerror(code)}")
     reason = os.strerror(code) if code else f"{type(exc).__name__}: {exc}"
-    return SessionStorageUnavailable(f"cannot open a session file now: {reason}")
-
-
-def damage(exc: apsw.Error, conn: apsw.Connection) -> BaseException:
-    """What a failed statement on a session file that opened means (see :func:`open_failure`).
-
-    Lack of memory or descriptors is :class:`SessionStorageUnavailable`; a file that
-    turned out read-only, or a side file refused, :class:`StorageUnsafe`; anything else
-    met in a file that opened is damage, :class:`StorageBroken`.
-    """
-    code = conn.system_errno
-    if isinstance(exc, apsw.NoMemError) or code in _RESOURCE_ERRNOS:
-        return SessionStorageUnavailable(f"session storage short of resources: {exc}")
-    if isinstance(exc, apsw.ReadOnlyError) or (
-        isinstance(exc, apsw.CantOpenError) and code in _REFUSED_ERRNOS
-    ):
-        return StorageUnsafe(f"the session file cannot be written: {exc}")
-    return StorageBroken(f"{type(exc).__name__}: {exc}")
+    return SessionStorageUnavailable(f"session storage unavailable now: {reason}")
 
 
 def on_open_file(conn: apsw.Connection, query: Callable[[apsw.Connection], _T]) -> _T:
@@ -139,13 +147,40 @@ def on_open_file(conn: apsw.Connection, query: Callable[[apsw.Connection], _T]) 
         raise damage(exc, conn) from exc
 
 
-def _errno_opening(path: str) -> int:
-    """The errno that opening ``path`` for reading gives now (0 when it opens)."""
+def _errno_of(path: str) -> int:
+    """The errno that explains a failed open of ``path`` (0 when none does), found
+    without opening it: closing a descriptor of a file drops every POSIX lock that the
+    process holds on it, SQLite's own included.
+
+    ``lstat`` tells a file removed (ENOENT); ``access`` a file we may not open for writing;
+    opening the directory, a process short of descriptors. Any other failure of the
+    ``lstat`` is the directory's fault, not the file's: 0, unexplained, hence transient.
+    """
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK))
+        os.lstat(path)
+    except OSError as exc:
+        return errno.ENOENT if exc.errno == errno.ENOENT else 0
+    try:
+        if not os.access(path, os.R_OK | os.W_OK, effective_ids=True, follow_symlinks=False):
+            return errno.EACCES
+        os.close(os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
     except OSError as exc:
         return exc.errno or 0
     return 0
+
+
+def unavailable(what: str, exc: OSError) -> SessionStorageUnavailable:
+    """:class:`SessionStorageUnavailable` for an ``OSError`` met on the session directory.
+
+    Raise it ``from without_names(exc)``: the ``OSError`` names a session file.
+    """
+    return SessionStorageUnavailable(f"{what}: {os.strerror(exc.errno or 0)}")
+
+
+def without_names(exc: OSError) -> OSError:
+    """``exc`` without its file names: one names a session file, a whole session id, which
+    a traceback in a log must not carry (it is a credential)."""
+    return type(exc)(exc.errno, exc.strerror)
 
 
 def short_of_resources(exc: BaseException, conn: apsw.Connection | None, path: str) -> str:
@@ -155,7 +190,7 @@ def short_of_resources(exc: BaseException, conn: apsw.Connection | None, path: s
     if isinstance(exc, OSError):
         code = exc.errno or 0
     elif isinstance(exc, (apsw.CantOpenError, apsw.IOError)):
-        code = (conn.system_errno if conn is not None else 0) or _errno_opening(path)
+        code = (conn.system_errno if conn is not None else 0) or _errno_of(path)
     else:
         return ""
     return os.strerror(code) if code in _RESOURCE_ERRNOS else ""

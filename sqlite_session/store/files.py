@@ -13,7 +13,7 @@ import apsw
 from ..errors import SessionError, SessionStorageUnavailable
 from .connection import OPEN_FLAGS, Connector
 from .directory import recreate_directory
-from .errors import short_of_resources
+from .errors import short_of_resources, unavailable, without_names
 from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState
 from .transaction import Changes
 
@@ -37,6 +37,23 @@ def _create_locked(path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def _raise_unavailable(exc: BaseException) -> None:
+    """Raise a failure to build a file as :class:`SessionStorageUnavailable`.
+
+    An ``OSError`` names the new session's file (a whole id): it is raised without its
+    names. A missing or replaced directory stays a FileNotFoundError or a
+    NotADirectoryError, for :meth:`FileBuilder.create` to re-create the directory.
+    """
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        raise without_names(exc) from None
+    if isinstance(exc, OSError):
+        raise unavailable("cannot create a session file", exc) from without_names(exc)
+    if isinstance(exc, apsw.Error):
+        raise SessionStorageUnavailable(
+            f"cannot create a session file: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 class FileBuilder:
@@ -73,10 +90,9 @@ class FileBuilder:
                 recreate_directory(directory, allow_unsafe=self._allow_unsafe_directory)
         try:
             return build()
-        except FileNotFoundError as exc:
-            raise SessionStorageUnavailable(
-                "the session file being created was removed meanwhile"
-            ) from exc
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            what = "the session file being created was removed meanwhile"
+            raise unavailable(what, exc) from without_names(exc)
 
     def _build(self, path: str, changes: Changes, seq: int) -> None:
         """One attempt of :meth:`create`, under the creator's lock on the temporary file."""
@@ -131,6 +147,7 @@ class FileBuilder:
                 raise connector.full_error(temp) from exc
             if short:
                 raise SessionStorageUnavailable(f"cannot create a session file: {short}") from exc
+            _raise_unavailable(exc)
             raise
         finally:
             if fd is not None:  # after SQLite's close: its own locks are on other descriptors

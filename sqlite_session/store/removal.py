@@ -21,7 +21,7 @@ import apsw
 
 from ..errors import SessionStorageFull, SessionStorageUnavailable
 from .connection import Connector
-from .errors import NoSpace, StorageBroken, StorageNewer, StorageUnsafe, damage
+from .errors import NoSpace, StorageBroken, StorageNewer, StorageUnsafe, classify, damage
 from .format import WAL_FILES, FileState, read_meta
 from .pool import ConnectionPool
 
@@ -177,8 +177,10 @@ def _sweep_without_space(
             conn.close()
     except SessionStorageFull:
         return SweepOutcome.BUSY  # its latest state is in a -wal we cannot open: later
-    except (apsw.Error, StorageBroken):
-        return SweepOutcome.BROKEN if os.path.lexists(path) else SweepOutcome.VANISHED
+    except apsw.Error as exc:
+        return _sweep_outcome(classify(exc, 0), path)
+    except StorageBroken as exc:
+        return _sweep_outcome(exc, path)
     if not meta.removable(now):
         return SweepOutcome.KEPT
     if dry_run:
