@@ -42,8 +42,16 @@ from ..errors import (
     SessionStorageUnavailable,
     SessionTooLarge,
 )
-from .errors import NoSpace, StorageUnsafe, lock_timeout, open_failure, short_name
-from .format import PAGE_SIZE, WAL_FILES, check_format
+from .errors import (
+    NoSpace,
+    StorageUnsafe,
+    lock_timeout,
+    open_failure,
+    short_name,
+    unavailable,
+    without_names,
+)
+from .format import PAGE_SIZE, SIDE_FILES, check_format
 from .pool import ConnectionPool
 
 log = logging.getLogger("sqlite_session")
@@ -64,15 +72,19 @@ OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
 
 
 def planted(what: str, st: os.stat_result) -> str | None:
-    """Why a file of a session must not be used, or None: only a regular file of one link.
+    """Why a file of a session must not be used, or None: only a regular file of one link
+    that this process's user owns.
 
-    A hard link at a session's name, or at its ``-wal``/``-shm`` name, would make SQLite
-    write into a file that also lives outside the directory.
+    A hard link at a session's name, or at a side file's name, would make SQLite write
+    into a file that also lives outside the directory; a file of another user was put
+    there by someone else (a co-tenant who could write to the directory or swap it).
     """
     if not stat.S_ISREG(st.st_mode):
         return f"not opened: {what} is not a regular file (mode {stat.filemode(st.st_mode)})"
     if st.st_nlink != 1:
         return f"not opened: {what} has {st.st_nlink} hard links"
+    if st.st_uid != os.geteuid():
+        return f"not opened: {what} belongs to uid {st.st_uid}, not to this process's user"
     return None
 
 
@@ -81,14 +93,19 @@ def _refuse_planted(path: str, st: os.stat_result) -> None:
     or one of its side files is planted.
 
     Checked before SQLite opens anything. SQLite never follows a symlink at the session
-    file, but it opens its ``-wal`` and ``-shm`` as it finds them. A file planted between
-    this check and the open is possible only for the directory's owner (see
-    :mod:`.directory`).
+    file, but it opens its ``-wal``, ``-shm`` and ``-journal`` (a session file of version
+    0.1) as it finds them. A file planted between this check and the open is possible
+    only for the directory's owner (see :mod:`.directory`).
     """
     found = planted("the session file", st)
-    for suffix in WAL_FILES:
-        with contextlib.suppress(FileNotFoundError):
+    for suffix in SIDE_FILES:
+        try:
             found = found or planted(f"its {suffix}", os.lstat(path + suffix))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            what = f"session {short_name(path)}: cannot look up its {suffix}"
+            raise unavailable(what, exc) from without_names(exc)
     if found:
         raise StorageUnsafe(found)
 

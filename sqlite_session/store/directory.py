@@ -45,7 +45,9 @@ def prepare_directory(path: str, *, allow_unsafe: bool) -> str:
     ``/var/run -> /run`` is fine while a symlink planted at a session's name is not.
     Refused unless ``allow_unsafe``: a directory owned by another user, or writable by
     its group or by others (a member of the group could rename one user's session file
-    onto another's id). A POSIX ACL that grants write to anyone shows in the group bits.
+    onto another's id), or under a directory that others may write to (see
+    :func:`_check_ancestors`). A POSIX ACL that grants write to anyone shows in the group
+    bits.
     """
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -59,6 +61,7 @@ def prepare_directory(path: str, *, allow_unsafe: bool) -> str:
         raise SessionDirectoryError(f"session path {path!r} exists and is not a directory")
     if not allow_unsafe:
         _check_private(real, st)
+        _check_ancestors(real)
     _probe_writable(real)
     return real
 
@@ -77,6 +80,36 @@ def _check_private(path: str, st: os.stat_result) -> None:
                 f"{stat.filemode(st.st_mode)}): others could plant or swap session files "
                 f"in it. Run `chmod 700 {path}` or pass allow_unsafe_directory=True"
             )
+
+
+def _check_ancestors(path: str) -> None:
+    """Refuse a directory under one that others may write to (as OpenSSH's StrictModes).
+
+    Whoever may write to an ancestor can rename the session directory away and put one
+    of their own in its place, full of forged sessions. Safe: an ancestor writable by
+    its owner only, or a sticky one (``/tmp``) owned by root or by this process's user.
+    """
+    ancestor = os.path.dirname(path)
+    while True:
+        try:
+            st = os.stat(ancestor)
+        except OSError as exc:
+            message = f"cannot check {ancestor!r}, above {path!r}: {exc}"
+            raise SessionDirectoryError(message) from exc
+        sticky_and_trusted = st.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid())
+        for bit, who in _UNSAFE_BITS:
+            if st.st_mode & bit and not sticky_and_trusted:
+                raise SessionDirectoryError(
+                    f"session directory {path!r} lies under {ancestor!r}, which is writable "
+                    f"by {who} (mode {stat.filemode(st.st_mode)}): they could swap the "
+                    f"session directory for one of their own. Run `chmod go-w {ancestor}` "
+                    f"(or `chmod +t` if root or this user owns it), choose a directory "
+                    f"elsewhere, or pass allow_unsafe_directory=True"
+                )
+        parent = os.path.dirname(ancestor)
+        if parent == ancestor:
+            return
+        ancestor = parent
 
 
 def _probe_writable(path: str) -> None:

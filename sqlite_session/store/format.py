@@ -34,6 +34,7 @@ APPLICATION_ID = 0x53514C53  # "SQLS"
 PAGE_SIZE = 1024
 SUFFIX = ".session"
 WAL_FILES = ("-wal", "-shm")  # the files SQLite keeps next to a WAL database while it is open
+SIDE_FILES = (*WAL_FILES, "-journal")  # a session of version 0.1 writes through a rollback journal
 TEMP_PREFIX = ".tmp-"
 
 

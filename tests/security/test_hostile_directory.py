@@ -16,6 +16,7 @@ from flask import Flask, session
 
 from sqlite_session import SessionDirectoryError, SqliteSessionInterface
 from sqlite_session.store import Changes, SessionStore
+from sqlite_session.sweep import sweep
 
 NOBODY = 65534
 
@@ -104,3 +105,38 @@ def test_planted_wal_symlink_is_not_followed(
     after = (decoy.stat().st_mtime_ns, decoy.read_bytes()) if decoy.exists() else None
     assert after == before
     assert (session_dir / f"{name}{sidecar}").is_symlink()
+
+
+def test_a_file_of_another_user_is_never_opened(
+    make_app: Callable[..., Flask], session_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only a co-tenant (or root) puts a file of theirs in the directory: never read it,
+    never write through it; the sweeper leaves it alone, whatever its expiry."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a file to another user")
+    def user_app() -> Flask:
+        app = make_app()
+
+        @app.post("/set/<value>")
+        def set_(value: str) -> str:
+            session["user"] = value
+            return "ok"
+
+        @app.get("/user")
+        def user() -> str:
+            return str(session.get("user"))
+
+        return app
+
+    client = user_app().test_client()
+    client.post("/set/mallory")
+    (name,) = os.listdir(session_dir)
+    os.chown(session_dir / name, NOBODY, NOBODY)  # as if forged by uid 65534
+    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    fresh = user_app().test_client()  # no pooled connection to the file
+    fresh.set_cookie("session", str(client.get_cookie("session").value))
+    assert fresh.get("/user").text == "None"
+    assert any(f"belongs to uid {NOBODY}" in r.getMessage() for r in caplog.records)
+    report = sweep(session_dir, grace=0, now=4e9)
+    assert (report.unsafe, report.removed, report.broken_removed) == (1, 0, 0)
+    assert (session_dir / name).exists()

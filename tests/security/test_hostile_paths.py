@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import apsw
 import pytest
 from core_helpers import add_counter, session_files, session_path, sid_of
 from flask import Flask
@@ -26,6 +27,8 @@ from flask.testing import FlaskClient
 from sqlite_session import SessionDirectoryError, SqliteSession, SqliteSessionInterface
 from sqlite_session.cli import main
 from sqlite_session.janitor import BackgroundSweeper, sweep
+
+NOBODY = 65534
 
 
 def counter_app(interface: SqliteSessionInterface | None = None) -> Flask:
@@ -124,6 +127,29 @@ def test_a_hard_link_at_a_session_name_is_never_written_through(
     assert target.stat().st_nlink == 2
 
 
+def test_a_hard_link_at_a_legacy_sessions_journal_is_never_written_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session file of version 0.1 writes through a rollback ``-journal``, which SQLite
+    opens as it finds it, as it does a ``-wal``."""
+    directory = tmp_path / "sessions"
+    client = counter_app(SqliteSessionInterface(directory)).test_client()
+    client.post("/count")  # a new file: the pool holds no connection to it
+    path = session_path(directory, sid_of(client))
+    legacy = apsw.Connection(str(path))
+    legacy.execute("PRAGMA journal_mode=DELETE")
+    legacy.close()
+    decoy = tmp_path / "decoy"
+    decoy.write_bytes(b"")  # empty: not a hot journal, opened and written as it is
+    os.link(decoy, f"{path}-journal")
+
+    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    answers = counted(client, 1)
+    assert decoy.read_bytes() == b""
+    assert answers == ["1"]  # a fresh session
+    assert any("hard links" in record.getMessage() for record in caplog.records)
+
+
 @contextlib.contextmanager
 def immutable(path: Path) -> Iterator[None]:
     """``chattr +i``: a file that opens read-only even for root (skipped where unsupported)."""
@@ -172,6 +198,37 @@ def test_group_writable_directory_is_refused(tmp_path: Path, bits: int) -> None:
         SqliteSessionInterface(directory)
     assert f"chmod 700 {directory}" in str(refused.value)
     SqliteSessionInterface(directory, allow_unsafe_directory=True)
+
+
+@pytest.mark.parametrize("bits", [0o777, 0o770, 0o730, 0o703])
+def test_a_directory_under_one_others_may_write_to_is_refused(tmp_path: Path, bits: int) -> None:
+    """Whoever may write to an ancestor can swap the session directory for their own."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(bits)
+    with pytest.raises(SessionDirectoryError, match="allow_unsafe_directory") as refused:
+        SqliteSessionInterface(shared / "app" / "sessions")
+    assert f"lies under {str(shared)!r}" in str(refused.value)
+    assert f"chmod go-w {shared}" in str(refused.value)
+    SqliteSessionInterface(shared / "app" / "sessions", allow_unsafe_directory=True)
+
+
+@pytest.mark.parametrize("owner", ["root", "another user"])
+def test_a_sticky_ancestor_is_safe_if_root_or_this_user_owns_it(
+    tmp_path: Path, owner: str
+) -> None:
+    """As /tmp: 1777 and root's. Owned by someone else, its owner may still swap entries."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another user")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    if owner == "root":
+        SqliteSessionInterface(shared / "sessions")
+        return
+    os.chown(shared, NOBODY, NOBODY)
+    with pytest.raises(SessionDirectoryError, match="lies under"):
+        SqliteSessionInterface(shared / "sessions")
 
 
 def test_empty_path_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
