@@ -137,7 +137,7 @@ def read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[byte
         if row[0] == 0:
             metas.append(row[1:])
         elif found is None:
-            found = (row[1], typed(row[2], int))  # a bad value is dropped when decoded
+            found = (typed(row[1], bytes), typed(row[2], int))
     return _meta_of(metas), found
 
 

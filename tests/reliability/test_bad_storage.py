@@ -183,3 +183,19 @@ def test_a_key_whose_value_cannot_be_decoded_is_dropped_with_a_warning(
     caplog.set_level(logging.WARNING, logger="sqlite_session")
     assert client.get("/read").text == "fresh None"
     assert any("k7" in r.getMessage() for r in caplog.records)
+
+
+def test_a_value_stored_as_text_is_refused_at_the_first_read_as_at_any_later_one(
+    app: Flask, session_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first key a request reads comes with the meta row; its type is checked all the
+    same (a later read of it would find the file unreadable anyway)."""
+    client = routes(app)
+    client.get("/fill")
+    conn = apsw.Connection(str(session_path(session_dir, sid_of(client))))
+    conn.execute("UPDATE kv SET value = CAST(value AS TEXT) WHERE key = 'k7'")
+    conn.close()
+    caplog.set_level(logging.WARNING, logger="sqlite_session")
+    assert client.get("/read").text == "fresh None"
+    assert any("expected bytes, found str" in r.getMessage() for r in caplog.records)
+    assert client.get_cookie("session") is None  # a fresh session, as a later read gives
