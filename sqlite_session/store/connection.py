@@ -42,6 +42,7 @@ from ..errors import (
     SessionStorageUnavailable,
     SessionTooLarge,
 )
+from .directory import is_private
 from .errors import (
     NoSpace,
     StorageUnsafe,
@@ -88,9 +89,9 @@ def planted(what: str, st: os.stat_result) -> str | None:
     return None
 
 
-def _refuse_planted(path: str, st: os.stat_result) -> None:
+def _refuse_planted(path: str, st: os.stat_result, *, side_files: bool) -> None:
     """Raise :class:`StorageUnsafe` if the session file at ``path`` (whose lstat is ``st``)
-    or one of its side files is planted.
+    or, with ``side_files``, one of its side files is planted.
 
     Checked before SQLite opens anything. SQLite never follows a symlink at the session
     file, but it opens its ``-wal``, ``-shm`` and ``-journal`` (a session file of version
@@ -98,7 +99,7 @@ def _refuse_planted(path: str, st: os.stat_result) -> None:
     only for the directory's owner (see :mod:`.directory`).
     """
     found = planted("the session file", st)
-    for suffix in SIDE_FILES:
+    for suffix in SIDE_FILES if side_files else ():
         try:
             found = found or planted(f"its {suffix}", os.lstat(path + suffix))
         except FileNotFoundError:
@@ -141,6 +142,10 @@ class Connector:
         self.busy_timeout = busy_timeout
         self.max_session_bytes = max_session_bytes
         self.max_keys = max_keys
+        # Planting a file (a link, another user's file) needs write access to the
+        # directory: in a private one (see is_private), only its owner and root have it,
+        # so the side files' lstats are needed only in a directory others may write to.
+        self.check_side_files = not is_private(directory)
 
     def configure(self, conn: apsw.Connection) -> None:
         """Apply the store's settings to a new connection."""
@@ -180,7 +185,7 @@ class Connector:
         ``apsw.BusyError`` or :class:`SessionStorageUnavailable` (any other failure to
         open: the file may be fine). See :func:`open_failure`.
         """
-        _refuse_planted(path, st)
+        _refuse_planted(path, st, side_files=self.check_side_files)
         try:
             conn = apsw.Connection(path, flags=OPEN_FLAGS)
         except apsw.BusyError:

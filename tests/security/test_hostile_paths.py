@@ -20,7 +20,14 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import add_counter, session_files, session_path, sid_of
+from core_helpers import (
+    add_counter,
+    cookie_value,
+    session_files,
+    session_path,
+    sid_of,
+    spy_io,
+)
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -100,12 +107,42 @@ def test_inapp_sweeper_through_a_symlinked_path_keeps_live_sessions(symlinked: P
 # -- links and read-only files planted at a session's names ----------------------------
 
 
+@pytest.fixture
+def shared(tmp_path: Path) -> SqliteSessionInterface:
+    """An interface on a directory its group may write to: where a co-tenant can plant
+    files (in a private directory only its owner and root can)."""
+    directory = tmp_path / "sessions"
+    directory.mkdir()
+    directory.chmod(0o770)
+    return SqliteSessionInterface(directory, allow_unsafe_directory=True)
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_side_files_are_looked_at_only_where_others_could_plant_them(
+    tmp_path: Path, shared: SqliteSessionInterface, private: bool
+) -> None:
+    """Planting a file needs write access to the directory: in a private one only its
+    owner and root have it, so opening a session there skips its side files' lstats."""
+    directory = tmp_path / "private" if private else Path(shared.path)
+    interface = SqliteSessionInterface(directory) if private else shared
+    client = counter_app(interface).test_client()
+    client.post("/count")
+    path = str(session_path(directory, sid_of(client)))
+    fresh = counter_app(SqliteSessionInterface(directory, allow_unsafe_directory=True))
+    fresh_client = fresh.test_client()  # no pooled connection: the file is opened
+    fresh_client.set_cookie("session", str(cookie_value(client)))
+    with spy_io(directory) as io:
+        assert fresh_client.get("/read").text == "1"
+    side_lstats = [p for op, p in io.events if op == "os.lstat" and p.startswith(path + "-")]
+    assert bool(side_lstats) is not private
+
+
 @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
 def test_a_hard_link_at_a_session_name_is_never_written_through(
-    tmp_path: Path, suffix: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, shared: SqliteSessionInterface, suffix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = tmp_path / "sessions"
-    client = counter_app(SqliteSessionInterface(directory)).test_client()
+    directory = Path(shared.path)
+    client = counter_app(shared).test_client()
     client.post("/count")
     sid = sid_of(client)
     target = session_path(directory, sid).with_name(f"{sid}.session{suffix}")
@@ -128,12 +165,12 @@ def test_a_hard_link_at_a_session_name_is_never_written_through(
 
 
 def test_a_hard_link_at_a_legacy_sessions_journal_is_never_written_through(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, shared: SqliteSessionInterface, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A session file of version 0.1 writes through a rollback ``-journal``, which SQLite
     opens as it finds it, as it does a ``-wal``."""
-    directory = tmp_path / "sessions"
-    client = counter_app(SqliteSessionInterface(directory)).test_client()
+    directory = Path(shared.path)
+    client = counter_app(shared).test_client()
     client.post("/count")  # a new file: the pool holds no connection to it
     path = session_path(directory, sid_of(client))
     legacy = apsw.Connection(str(path))
@@ -165,12 +202,12 @@ def immutable(path: Path) -> Iterator[None]:
 
 @pytest.mark.parametrize("how", ["immutable file", "directory at -shm"])
 def test_read_only_storage_gives_a_fresh_session_not_a_500_loop(
-    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+    shared: SqliteSessionInterface, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """SQLite opens such a file read-only (it falls back when it cannot write), so every
     write would fail: it is refused when opened, like a planted file."""
-    directory = tmp_path / "sessions"
-    client = counter_app(SqliteSessionInterface(directory)).test_client()
+    directory = Path(shared.path)
+    client = counter_app(shared).test_client()
     client.post("/count")
     sid = sid_of(client)
     path = session_path(directory, sid)
