@@ -95,6 +95,16 @@ def routes(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+def stored_then_edited(app: Flask, session_dir: Path, statement: str) -> FlaskClient:
+    """A client whose stored session was then edited by hand with ``statement``."""
+    client = routes(app)
+    client.get("/fill")
+    conn = apsw.Connection(str(session_path(session_dir, sid_of(client))))
+    conn.execute(statement)
+    conn.close()
+    return client
+
+
 @pytest.fixture(params=list(DAMAGE))
 def damaged(
     request: pytest.FixtureRequest, app: Flask, session_dir: Path,
@@ -175,11 +185,7 @@ def test_bad_file_found_by_a_new_process(
 def test_a_key_whose_value_cannot_be_decoded_is_dropped_with_a_warning(
     app: Flask, session_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = routes(app)
-    client.get("/fill")
-    conn = apsw.Connection(str(session_path(session_dir, sid_of(client))))
-    conn.execute("UPDATE kv SET value = x'ff00' WHERE key = 'k7'")
-    conn.close()
+    client = stored_then_edited(app, session_dir, "UPDATE kv SET value = x'ff00' WHERE key = 'k7'")
     caplog.set_level(logging.WARNING, logger="sqlite_session")
     assert client.get("/read").text == "fresh None"
     assert any("k7" in r.getMessage() for r in caplog.records)
@@ -190,11 +196,8 @@ def test_a_value_stored_as_text_is_refused_at_the_first_read_as_at_any_later_one
 ) -> None:
     """The first key a request reads comes with the meta row; its type is checked all the
     same (a later read of it would find the file unreadable anyway)."""
-    client = routes(app)
-    client.get("/fill")
-    conn = apsw.Connection(str(session_path(session_dir, sid_of(client))))
-    conn.execute("UPDATE kv SET value = CAST(value AS TEXT) WHERE key = 'k7'")
-    conn.close()
+    edit = "UPDATE kv SET value = CAST(value AS TEXT) WHERE key = 'k7'"
+    client = stored_then_edited(app, session_dir, edit)
     caplog.set_level(logging.WARNING, logger="sqlite_session")
     assert client.get("/read").text == "fresh None"
     assert any("expected bytes, found str" in r.getMessage() for r in caplog.records)

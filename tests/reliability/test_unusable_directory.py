@@ -21,28 +21,12 @@ from pathlib import Path
 
 import pytest
 from core_helpers import ROOT, cookie_value, sid_of
-from flask import Flask, session
-from servers import app_answering_session_errors
+from test_directory_removed import build_app
 from werkzeug.test import TestResponse
 
 NOBODY = 65534
 HERE = Path(__file__).parent
 TESTS = ROOT / "tests"
-
-
-def build_app(directory: Path) -> Flask:
-    app = app_answering_session_errors(directory)
-
-    @app.post("/login")
-    def login() -> str:
-        session["user"] = "ada"
-        return "ok"
-
-    @app.get("/whoami")
-    def whoami() -> str:
-        return str(session.get("user"))
-
-    return app
 
 
 def replaced_by_a_file(directory: Path) -> None:
@@ -110,7 +94,8 @@ import json, logging, os, sys
 sys.path[:0] = sys.argv[2:]
 from flask import session
 from core_helpers import cookie_value, sid_of
-from test_unusable_directory import build_app, errors
+from test_directory_removed import build_app
+from test_unusable_directory import errors
 
 logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 directory = sys.argv[1]

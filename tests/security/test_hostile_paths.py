@@ -53,6 +53,12 @@ def counted(client: FlaskClient, times: int) -> list[str]:
     return [client.post("/count").text for _ in range(times)]
 
 
+def directory_with_mode(path: Path, bits: int) -> Path:
+    path.mkdir()
+    path.chmod(bits)
+    return path
+
+
 @pytest.fixture
 def symlinked(tmp_path: Path) -> Path:
     """``varrun/sessions`` where ``varrun -> run``: the session directory through a symlink."""
@@ -111,9 +117,7 @@ def test_inapp_sweeper_through_a_symlinked_path_keeps_live_sessions(symlinked: P
 def shared(tmp_path: Path) -> SqliteSessionInterface:
     """An interface on a directory its group may write to: where a co-tenant can plant
     files (in a private directory only its owner and root can)."""
-    directory = tmp_path / "sessions"
-    directory.mkdir()
-    directory.chmod(0o770)
+    directory = directory_with_mode(tmp_path / "sessions", 0o770)
     return SqliteSessionInterface(directory, allow_unsafe_directory=True)
 
 
@@ -228,9 +232,7 @@ def test_read_only_storage_gives_a_fresh_session_not_a_500_loop(
 
 @pytest.mark.parametrize("bits", [0o770, 0o775, 0o1770, 0o730])
 def test_group_writable_directory_is_refused(tmp_path: Path, bits: int) -> None:
-    directory = tmp_path / "sessions"
-    directory.mkdir()
-    directory.chmod(bits)
+    directory = directory_with_mode(tmp_path / "sessions", bits)
     with pytest.raises(SessionDirectoryError, match="group") as refused:
         SqliteSessionInterface(directory)
     assert f"chmod 700 {directory}" in str(refused.value)
@@ -240,9 +242,7 @@ def test_group_writable_directory_is_refused(tmp_path: Path, bits: int) -> None:
 @pytest.mark.parametrize("bits", [0o777, 0o770, 0o730, 0o703])
 def test_a_directory_under_one_others_may_write_to_is_refused(tmp_path: Path, bits: int) -> None:
     """Whoever may write to an ancestor can swap the session directory for their own."""
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(bits)
+    shared = directory_with_mode(tmp_path / "shared", bits)
     with pytest.raises(SessionDirectoryError, match="allow_unsafe_directory") as refused:
         SqliteSessionInterface(shared / "app" / "sessions")
     assert f"lies under {str(shared)!r}" in str(refused.value)
@@ -257,9 +257,7 @@ def test_a_sticky_ancestor_is_safe_if_root_or_this_user_owns_it(
     """As /tmp: 1777 and root's. Owned by someone else, its owner may still swap entries."""
     if os.geteuid() != 0:
         pytest.skip("only root can give a directory to another user")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o1777)
+    shared = directory_with_mode(tmp_path / "shared", 0o1777)
     if owner == "root":
         SqliteSessionInterface(shared / "sessions")
         return
