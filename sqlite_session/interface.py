@@ -85,8 +85,8 @@ class SqliteSessionInterface(SessionInterface):
         descriptors (the file, its ``-wal`` and ``-shm``); a size that would use more
         than half of the process's descriptor limit logs a warning.
     ``allow_unsafe_directory``
-        Accept a directory owned by another user or writable by its group or others
-        (default False).
+        Accept a directory owned by another user or writable by its group or others,
+        or under a directory others may write to (default False).
     ``sweep_every``
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
