@@ -42,7 +42,6 @@ from ..errors import (
     SessionStorageUnavailable,
     SessionTooLarge,
 )
-from .directory import is_private
 from .errors import (
     NoSpace,
     StorageUnsafe,
@@ -89,9 +88,9 @@ def planted(what: str, st: os.stat_result) -> str | None:
     return None
 
 
-def _refuse_planted(path: str, st: os.stat_result, *, side_files: bool) -> None:
+def _refuse_planted(path: str, st: os.stat_result) -> None:
     """Raise :class:`StorageUnsafe` if the session file at ``path`` (whose lstat is ``st``)
-    or, with ``side_files``, one of its side files is planted.
+    or one of its side files is planted.
 
     Checked before SQLite opens anything. SQLite never follows a symlink at the session
     file, but it opens its ``-wal``, ``-shm`` and ``-journal`` (a session file of version
@@ -99,7 +98,7 @@ def _refuse_planted(path: str, st: os.stat_result, *, side_files: bool) -> None:
     only for the directory's owner (see :mod:`.directory`).
     """
     found = planted("the session file", st)
-    for suffix in SIDE_FILES if side_files else ():
+    for suffix in SIDE_FILES:
         try:
             found = found or planted(f"its {suffix}", os.lstat(path + suffix))
         except FileNotFoundError:
@@ -142,10 +141,6 @@ class Connector:
         self.busy_timeout = busy_timeout
         self.max_session_bytes = max_session_bytes
         self.max_keys = max_keys
-        # Planting a file (a link, another user's file) needs write access to the
-        # directory: in a private one (see is_private), only its owner and root have it,
-        # so the side files' lstats are needed only in a directory others may write to.
-        self.check_side_files = not is_private(directory)
 
     def configure(self, conn: apsw.Connection) -> None:
         """Apply the store's settings to a new connection."""
@@ -185,7 +180,7 @@ class Connector:
         ``apsw.BusyError`` or :class:`SessionStorageUnavailable` (any other failure to
         open: the file may be fine). See :func:`open_failure`.
         """
-        _refuse_planted(path, st, side_files=self.check_side_files)
+        _refuse_planted(path, st)
         try:
             conn = apsw.Connection(path, flags=OPEN_FLAGS)
         except apsw.BusyError:

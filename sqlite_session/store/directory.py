@@ -66,17 +66,6 @@ def prepare_directory(path: str, *, allow_unsafe: bool) -> str:
     return real
 
 
-def is_private(path: str) -> bool:
-    """Whether only this process's user (and root) may create or rename files in ``path``:
-    the checks :func:`prepare_directory` makes unless ``allow_unsafe``."""
-    try:
-        _check_private(path, os.stat(path))
-        _check_ancestors(path)
-    except (SessionDirectoryError, OSError):
-        return False
-    return True
-
-
 def _check_private(path: str, st: os.stat_result) -> None:
     """Refuse a directory that another user owns or may write to."""
     if st.st_uid != os.geteuid():
