@@ -22,11 +22,9 @@ import apsw
 import pytest
 from core_helpers import (
     add_counter,
-    cookie_value,
     session_files,
     session_path,
     sid_of,
-    spy_io,
 )
 from flask import Flask
 from flask.testing import FlaskClient
