@@ -25,7 +25,7 @@ from servers import app_answering_session_errors
 
 from sqlite_session import SessionStorageUnavailable
 from sqlite_session.store import PAGE_SIZE, SessionStore
-from sqlite_session.sweep import sweep
+from sqlite_session.janitor import sweep
 
 _BASE_VFS = apsw.vfs_names()[0]
 

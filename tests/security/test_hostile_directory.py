@@ -16,7 +16,7 @@ from flask import Flask, session
 
 from sqlite_session import SessionDirectoryError, SqliteSessionInterface
 from sqlite_session.store import Changes, SessionStore
-from sqlite_session.sweep import sweep
+from sqlite_session.janitor import sweep
 
 NOBODY = 65534
 
