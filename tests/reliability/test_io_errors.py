@@ -24,8 +24,8 @@ from flask import Flask
 from servers import app_answering_session_errors
 
 from sqlite_session import SessionStorageUnavailable
-from sqlite_session.store import PAGE_SIZE, SessionStore
 from sqlite_session.janitor import sweep
+from sqlite_session.store import PAGE_SIZE, SessionStore
 
 _BASE_VFS = apsw.vfs_names()[0]
 

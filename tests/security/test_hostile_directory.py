@@ -15,8 +15,8 @@ import pytest
 from flask import Flask, session
 
 from sqlite_session import SessionDirectoryError, SqliteSessionInterface
-from sqlite_session.store import Changes, SessionStore
 from sqlite_session.janitor import sweep
+from sqlite_session.store import Changes, SessionStore
 
 NOBODY = 65534
 
