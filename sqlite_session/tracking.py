@@ -51,7 +51,7 @@ def _twin(value: Any, on_change: OnChange) -> Any:
         return tuple(track(item, on_change) for item in value)  # (rare and small)
     else:
         return value
-    twin._on_change = on_change
+    twin.on_change = on_change
     return twin
 
 
@@ -112,7 +112,7 @@ class _Level:
         if twins:
             twins = list(map(_TRACKED_TYPE[type(twins[0])], twins))
             for twin in twins:
-                twin._on_change = on_change
+                twin.on_change = on_change
             (self.dicts if isinstance(twins[0], dict) else self.lists).extend(twins)
         return twins
 
@@ -153,109 +153,110 @@ def untrack(value: Any) -> Any:
 class TrackedDict(dict[Any, Any]):
     """A dict that calls ``on_change`` after every mutation (made by :func:`track`)."""
 
-    # No __init__: the C constructor copies the data, and track() sets _on_change.
-    __slots__ = ("_on_change",)
-    _on_change: OnChange
+    # No __init__ and no setter: the C constructor copies the data and track() sets
+    # on_change, with no Python call per container.
+    __slots__ = ("on_change",)
+    on_change: OnChange  # what the container calls after each mutation
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return (dict, (untrack(self),))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
-        self._on_change()
+        self.on_change()
 
     def __delitem__(self, key: Any) -> None:
         super().__delitem__(key)
-        self._on_change()
+        self.on_change()
 
     def __ior__(self, other: Any) -> TrackedDict:  # type: ignore[misc]
         super().__ior__(other)
-        self._on_change()
+        self.on_change()
         return self
 
     def clear(self) -> None:
         super().clear()
-        self._on_change()
+        self.on_change()
 
     def pop(self, *args: Any) -> Any:
         value = super().pop(*args)
-        self._on_change()
+        self.on_change()
         return value
 
     def popitem(self) -> tuple[Any, Any]:
         item = super().popitem()
-        self._on_change()
+        self.on_change()
         return item
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
-            self._on_change()
+            self.on_change()
         return super().setdefault(key, default)
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         super().update(*args, **kwargs)
-        self._on_change()
+        self.on_change()
 
 
 class TrackedList(list[Any]):
     """A list that calls ``on_change`` after every mutation (made by :func:`track`)."""
 
-    __slots__ = ("_on_change",)
-    _on_change: OnChange
+    __slots__ = ("on_change",)
+    on_change: OnChange  # what the container calls after each mutation
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         return (list, (untrack(self),))
 
     def __setitem__(self, index: Any, value: Any) -> None:
         super().__setitem__(index, value)
-        self._on_change()
+        self.on_change()
 
     def __delitem__(self, index: Any) -> None:
         super().__delitem__(index)
-        self._on_change()
+        self.on_change()
 
     def __iadd__(self, other: Any) -> TrackedList:  # type: ignore[misc]
         super().__iadd__(other)
-        self._on_change()
+        self.on_change()
         return self
 
     def __imul__(self, count: SupportsIndex) -> TrackedList:
         super().__imul__(count)
-        self._on_change()
+        self.on_change()
         return self
 
     def append(self, value: Any) -> None:
         super().append(value)
-        self._on_change()
+        self.on_change()
 
     def extend(self, values: Any) -> None:
         super().extend(values)
-        self._on_change()
+        self.on_change()
 
     def insert(self, index: SupportsIndex, value: Any) -> None:
         super().insert(index, value)
-        self._on_change()
+        self.on_change()
 
     def pop(self, index: SupportsIndex = -1) -> Any:
         value = super().pop(index)
-        self._on_change()
+        self.on_change()
         return value
 
     def remove(self, value: Any) -> None:
         super().remove(value)
-        self._on_change()
+        self.on_change()
 
     def clear(self) -> None:
         super().clear()
-        self._on_change()
+        self.on_change()
 
     def sort(self, *args: Any, **kwargs: Any) -> None:
         super().sort(*args, **kwargs)
-        self._on_change()
+        self.on_change()
 
     def reverse(self) -> None:
         super().reverse()
-        self._on_change()
+        self.on_change()
 
 
 _TRACKED_TYPE: dict[type, type[TrackedDict] | type[TrackedList]] = {
