@@ -19,9 +19,11 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
+from .lifecycle import SaveResult
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
-from .session import PerKeySession, SessionSettings
+from .session import PerKeySession
+from .settings import SessionSettings
 from .store import SessionStore
 from .store.directory import prepare_directory, resolve_session_path
 
@@ -124,6 +126,7 @@ class SqliteSessionInterface(SessionInterface):
             max_keys=max_keys,
             connection_cache_size=connection_cache_size,
             allow_unsafe_directory=allow_unsafe_directory,
+            refresh_fraction=refresh_fraction,
         )
         self.settings = SessionSettings(
             store=self.store,
@@ -204,16 +207,17 @@ class SqliteSessionInterface(SessionInterface):
         elif result.sid is None:
             return
         else:
-            # The client already holds exactly this cookie unless the id or the expiry
-            # changed, or it was signed with a fallback key (then it is re-signed now).
-            if not result.set_cookie and not app.config.get("SECRET_KEY_FALLBACKS"):
+            # The client already holds exactly this cookie unless it is outdated, or it
+            # was signed with a fallback key (then it is re-signed now).
+            outdated = cookie_outdated(result)
+            if not outdated and not app.config.get("SECRET_KEY_FALLBACKS"):
                 return
             name = self.get_cookie_name(app)
             value = self._signer(app).sign(result.sid)
-            if not result.set_cookie and cookie_value(current_request, name) == value:
+            if not outdated and cookie_value(current_request, name) == value:
                 return
             expires = None
-            if session.permanent and result.expires_at is not None:
+            if result.permanent and result.expires_at is not None:
                 expires = datetime.fromtimestamp(result.expires_at, tz=timezone.utc)
             attributes = attributes or self._cookie_attributes(app)
             response.set_cookie(name, value, expires=expires, **attributes)
@@ -253,6 +257,17 @@ class SqliteSessionInterface(SessionInterface):
             "samesite": _checked_samesite(self.get_cookie_samesite(app)),
             "httponly": self.get_cookie_httponly(app),
         }
+
+
+def cookie_outdated(result: SaveResult) -> bool:
+    """Whether the cookie the client holds no longer matches the saved session.
+
+    The cookie holds only the id, plus Expires for a permanent session: a new id, a
+    permanent session's moved expiry, or a change of the permanent flag (which adds or
+    drops Expires) outdate it. Anything else leaves it right, and it is not re-sent
+    (Flask re-sends it whenever the session is modified: there the data is in the cookie).
+    """
+    return result.new_id or result.permanent_changed or (result.permanent and result.expiry_moved)
 
 
 def cookie_value(request: Request, name: str) -> str | None:

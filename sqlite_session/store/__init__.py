@@ -10,7 +10,7 @@ from .checkout import REVALIDATE_AFTER
 from .connection import WAL_SIZE_LIMIT
 from .errors import StorageBroken
 from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus
-from .lease import Lease
+from .handle import SessionHandle
 from .removal import SweepOutcome
 from .store import Opened, SessionStore
 from .transaction import Changes, Transaction, WriteOutcome
@@ -23,10 +23,10 @@ __all__ = [
     "WAL_SIZE_LIMIT",
     "Changes",
     "FileState",
-    "Lease",
     "Meta",
     "OpenStatus",
     "Opened",
+    "SessionHandle",
     "SessionStore",
     "StorageBroken",
     "SweepOutcome",

@@ -12,7 +12,6 @@ from ..errors import SessionLockTimeout
 from .connection import Connector, planted
 from .errors import DISCARD_AFTER, NoSpace, StorageUnsafe, short_name, unavailable, without_names
 from .format import Meta, read_meta
-from .lease import Lease
 from .pool import Pooled
 
 # How long a pooled connection is handed out without an ``lstat`` of its path after the
@@ -30,8 +29,8 @@ class Checkout:
     writing request. A connection is taken from the pool (if the path still names the
     inode it was opened on: see :data:`REVALIDATE_AFTER`) or opened; at the end of the
     block it goes back to the pool, unless the block failed with a SQLite error or the
-    connection is a full-disk snapshot, or unless :meth:`keep` made it a :class:`Lease`
-    that outlives the block.
+    connection is a full-disk snapshot, or unless :meth:`keep` made it outlive the block
+    (for a :class:`~.handle.SessionHandle`).
 
     Entering raises :class:`StorageBroken` for anything at the path that is not a
     readable session file of ours (a directory, a symlink, garbage, a foreign database);
@@ -111,7 +110,7 @@ class Checkout:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if exc is None and self._kept:
-            return  # a lease now: released by its holder
+            return  # kept: released by its holder
         self.release(
             broken=isinstance(exc, DISCARD_AFTER) and not isinstance(exc, apsw.BusyError)
         )
@@ -138,14 +137,9 @@ class Checkout:
         """The error for this file's lock not acquired within the busy timeout."""
         return self._connector.lock_timeout(self._path)
 
-    def keep(self, meta: Meta) -> Lease:
-        """Hold the connection beyond the ``with`` block, for the rest of the request.
-
-        ``meta`` is the meta row the block has just read (see :meth:`Lease.meta_now`).
-        """
-        assert self._conn is not None
+    def keep(self) -> None:
+        """Hold the connection beyond the ``with`` block, until :meth:`release`."""
         self._kept = True
-        return Lease(self, meta, self._conn.data_version())
 
     def meta_now(self, conn: apsw.Connection) -> Meta:
         """The meta row, inside a transaction on ``conn``."""

@@ -36,9 +36,7 @@ class Removal:
     __slots__ = ("_flushed", "_path", "_pool")
 
     def __init__(self, conn: apsw.Connection, path: str, pool: ConnectionPool, seq: int) -> None:
-        conn.execute(
-            "UPDATE meta SET state = ?, nkeys = 0, seq = ?", (int(FileState.GONE), seq)
-        )
+        conn.execute("UPDATE meta SET state = ?, nkeys = 0, seq = ?", (int(FileState.GONE), seq))
         self._path = path
         self._pool = pool
         self._flushed = False
@@ -129,7 +127,7 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
         conn.execute("BEGIN IMMEDIATE")
         meta = read_meta(conn)
         if not meta.removable(now):
-            # Its mtime trailed its expiry (see Changes.mirror_slack): catch it up, so
+            # Its mtime trailed its expiry (see Transaction.apply): catch it up, so
             # the next sweep skips the file with a stat again.
             with contextlib.suppress(OSError):
                 os.utime(path, (meta.expires_at, meta.expires_at), follow_symlinks=False)

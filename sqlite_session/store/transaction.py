@@ -21,8 +21,6 @@ from .format import (
     Meta,
     OpenStatus,
     read_items,
-    read_keys,
-    read_value,
     read_version,
 )
 from .removal import Removal
@@ -65,10 +63,6 @@ class Changes:
     baseline: int = 0
     move_to: str | None = None
     moved_grace: float = 0.0
-    # How far the file's mtime (the sweeper's hint) may trail the new expiry before the
-    # write updates it too: each utime is a system call, and a lagging hint only makes
-    # the sweeper open a live file once (it then catches the mtime up).
-    mirror_slack: float = 0.0
 
     @property
     def value_bytes(self) -> int:
@@ -98,30 +92,20 @@ class Transaction:
     @property
     def status(self) -> OpenStatus:
         """Whether the session was live when the lock was taken."""
-        if self.meta is None:
-            return OpenStatus.MISSING
-        return self.meta.status(time.time())
+        return self._status(time.time())
 
-    def read(self, key: str) -> tuple[bytes, int] | None:
-        """One key's value and version, as of this transaction."""
-        return self._query(lambda conn: read_value(conn, key))
+    def _status(self, now: float) -> OpenStatus:
+        return OpenStatus.MISSING if self.meta is None else self.meta.status(now)
 
-    def version(self, key: str) -> int | None:
-        """One key's version, as of this transaction."""
-        return self._query(lambda conn: read_version(conn, key))
-
-    def keys(self) -> list[str]:
-        """The session's keys, as of this transaction."""
-        return self._query(read_keys)
-
-    def _query(self, query: Callable[[apsw.Connection], _T]) -> _T:
+    def query(self, query: Callable[[apsw.Connection], _T]) -> _T:
         """Run ``query`` under the lock; damage met on the way is :class:`StorageBroken`."""
         assert self._conn is not None
         return on_open_file(self._conn, query)
 
     def apply(self, changes: Changes) -> WriteOutcome:
         """Apply a batch of changes; the commit happens when the transaction block ends."""
-        status = self.status
+        now = time.time()
+        status = self._status(now)
         if status is OpenStatus.MOVED:
             return WriteOutcome.SUPERSEDED
         if status is not OpenStatus.LIVE:
@@ -159,12 +143,17 @@ class Transaction:
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
         )
+        # The file's mtime (the sweeper's hint) may trail the new expiry by
+        # refresh_fraction of the lifetime: each utime is a system call, and a lagging hint
+        # only makes the sweeper open a live file once (it then catches the mtime up).
         # The mtime known here may be out of date (see REVALIDATE_AFTER), but it never
-        # exceeds the stored expiry: a write that shortens the expiry (a shorter lifetime)
-        # always moves it, so that the hint is never left ahead of the new expiry.
-        trail = changes.expires_at - self._mtime
-        if trail > changes.mirror_slack or trail < 0 or changes.expires_at < meta.expires_at:
-            self.new_mtime = changes.expires_at
+        # exceeds the stored expiry: a write that shortens the expiry always moves it, so
+        # that the hint is never left ahead of the new expiry.
+        expires_at = changes.expires_at
+        trail = expires_at - self._mtime
+        slack = (expires_at - now) * self._store.refresh_fraction
+        if trail > slack or trail < 0 or expires_at < meta.expires_at:
+            self.new_mtime = expires_at
         return WriteOutcome.WRITTEN
 
     def refresh(self, expires_at: float) -> bool:

@@ -106,11 +106,12 @@ def run_child(
 
 def stored_generation(store: SessionStore, sid: str = SID) -> int:
     """The generation a session holds; fails if the keys disagree or the set is wrong."""
-    assert store.open(sid).status is OpenStatus.LIVE
-    keys = store.keys(sid)
+    opened = store.open(sid)
+    assert opened.status is OpenStatus.LIVE and opened.handle is not None
+    keys = opened.handle.keys()
     gens = set()
     for key in keys:
-        row = store.read(sid, key)
+        row = opened.handle.read(key)
         assert row is not None
         gens.add(int(row[0].split(b":", 1)[0]))
     assert len(gens) == 1, f"a save was applied in part: generations {sorted(gens)}"

@@ -167,9 +167,10 @@ def test_the_sweeper_frees_a_full_disk(tiny_tmpfs: Path, session_dir: Path) -> N
 
     assert (report.removed, report.errors, report.broken) == (3, 0, 0)
     assert sorted(os.listdir(session_dir)) == [f"{live}.session"]  # no -wal/-shm left either
-    assert store.read(live, "k") == (b"2", 0)  # read while the disk is still full
+    assert store.handle(live).read("k") == (b"2", 0)  # read while the disk is still full
     opened = store.open(live, "k", hold=True)
-    assert opened.row == (b"2", 0) and opened.lease is None  # a snapshot is never held
+    assert opened.row == (b"2", 0) and opened.handle is not None
+    assert not opened.handle.held  # a snapshot is never held
 
 
 def test_a_full_disk_never_serves_a_state_older_than_the_wal(

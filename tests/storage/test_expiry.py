@@ -110,22 +110,21 @@ def test_a_shorter_expiry_moves_the_hint_where_the_known_mtime_is_stale(
     one on disk: left ahead of the expiry, the hint would hide the expired session from
     the sweeper until the longer expiry."""
     monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # reuse without a check
-    store = SessionStore(str(tmp_path))
+    store = SessionStore(str(tmp_path), refresh_fraction=0.1)
     short, long = 1800.0, 31 * 86400.0
     sid = new_session_id()
     store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + short))
-    first = store.open(sid, "k", hold=True).lease
-    second = store.open(sid, "k", hold=True).lease  # knows the mtime of the short expiry
+    first = store.open(sid, "k", hold=True).handle
+    second = store.open(sid, "k", hold=True).handle  # knows the mtime of the short expiry
     assert first is not None and second is not None
-    longer = Changes(upserts={"k": b'"1"'}, expires_at=time.time() + long, mirror_slack=long / 9)
-    store.write(sid, longer, first)  # moves the mtime to the long expiry
+    first.write(Changes(upserts={"k": b'"1"'}, expires_at=time.time() + long))  # moves the mtime
     first.release()
     second.release()  # given back last: handed out next, with its old mtime
-    lease = store.open(sid, "k", hold=True).lease
-    assert lease is not None
-    shorter = Changes(upserts={"k": b'"2"'}, expires_at=time.time() + short, mirror_slack=9.0)
-    store.write(sid, shorter, lease)
-    lease.release()
+    handle = store.open(sid, "k", hold=True).handle
+    assert handle is not None
+    # Within refresh_fraction of the mtime that connection knows: moved all the same.
+    handle.write(Changes(upserts={"k": b'"2"'}, expires_at=time.time() + short))
+    handle.release()
 
     expiry = store.open(sid).meta.expires_at  # type: ignore[union-attr]
     assert os.stat(store.path_for(sid)).st_mtime <= expiry

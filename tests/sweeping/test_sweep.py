@@ -281,10 +281,10 @@ def test_wal_of_a_crashed_writer_is_kept(store: SessionStore, session_dir: Path)
 
     assert (report.journals_kept, report.journals_removed) == (2, 0)
     assert wal.exists() and shm.exists()
-    assert store.read(sid, "k") == (b'"before"', 0)  # the uncommitted write is not seen
+    assert store.handle(sid).read("k") == (b'"before"', 0)  # the uncommitted write is not seen
     store.forget(sid)  # closing the last connection checkpoints and deletes both files
     assert not wal.exists() and not shm.exists()
-    assert store.read(sid, "k") == (b'"before"', 0)
+    assert store.handle(sid).read("k") == (b'"before"', 0)
 
 
 def test_expired_session_of_a_crashed_writer_is_removed_with_its_wal(

@@ -1,0 +1,214 @@
+"""`SessionHandle`: one session's file as one request reads and writes it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
+
+import apsw
+
+from ..errors import SessionStorageUnavailable
+from .checkout import Checkout
+from .errors import (
+    DAMAGE_MET_WRITING,
+    DISCARD_AFTER,
+    StorageBroken,
+    damage,
+    lock_timeout,
+    on_open_file,
+)
+from .format import Meta, read_keys, read_meta, read_value, read_version
+from .transaction import Changes, Transaction, WriteOutcome
+
+if TYPE_CHECKING:
+    from .store import SessionStore
+
+_T = TypeVar("_T")
+
+
+class SessionHandle:
+    """The one way a request reads and writes its session's file.
+
+    A read goes through the open :meth:`transaction` when inside one, else through the
+    connection held since :meth:`SessionStore.open` (``hold=True``), else through a
+    connection checked out for that read alone. Holding the connection saves the later
+    accesses of the request a pool round trip (an ``lstat`` and two locked pool
+    operations) each. A session removed by the protocol meanwhile shows its tombstone
+    through the held connection as through any other; a file deleted by hand is noticed
+    by the first request that checks the path again (:data:`~.checkout.REVALIDATE_AFTER`).
+    A connection not released (a request that never reached its save) is closed when it
+    is garbage-collected. Like the session it belongs to, a handle is used by one thread
+    at a time. After :meth:`release` it still works, checking a connection out per access.
+    """
+
+    __slots__ = ("_checkout", "_data_version", "_meta", "_path", "_sid", "_store", "_tx")
+
+    def __init__(
+        self,
+        store: SessionStore,
+        sid: str,
+        checkout: Checkout | None = None,
+        meta: Meta | None = None,
+    ) -> None:
+        self._store = store
+        self._sid = sid
+        self._path = store.path_for(sid)
+        self._checkout = checkout  # kept past its block by SessionStore.open
+        self._meta = meta
+        conn = checkout.connection if checkout is not None else None
+        self._data_version = conn.data_version() if conn is not None else -1
+        self._tx: Transaction | None = None
+
+    @property
+    def held(self) -> bool:
+        """True while the handle holds a connection (until :meth:`release`)."""
+        return self._checkout is not None and self._checkout.connection is not None
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(self, key: str) -> tuple[bytes, int] | None:
+        """The stored value and version of one key, or None if the key is absent."""
+        return self._query(lambda conn: read_value(conn, key))
+
+    def version(self, key: str) -> int | None:
+        """The version of one key (the value is not read), or None if the key is absent."""
+        return self._query(lambda conn: read_version(conn, key))
+
+    def keys(self) -> list[str]:
+        """The session's keys (values are not read)."""
+        return self._query(read_keys)
+
+    def _query(self, query: Callable[[apsw.Connection], _T]) -> _T:
+        """Run ``query`` where the handle reads now; a damaged file raises StorageBroken."""
+        if self._tx is not None:
+            return self._tx.query(query)
+        checkout = self._checkout
+        conn = checkout.connection if checkout is not None else None
+        if conn is None:
+            with Checkout(self._store.connector, self._path) as conn:
+                if conn is None:
+                    raise StorageBroken("the session file has disappeared")
+                return on_open_file(conn, query)
+        assert checkout is not None
+        try:
+            return on_open_file(conn, query)
+        except apsw.BusyError as exc:
+            raise checkout.lock_timeout() from exc
+        except (StorageBroken, SessionStorageUnavailable):
+            self.release(broken=True)
+            raise
+
+    # -- writing -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, timeout: float | None = None) -> Iterator[Transaction]:
+        """Hold the session's write lock for the block; commit when it ends cleanly.
+
+        Other requests can still read the session meanwhile; writers wait (up to
+        ``timeout`` seconds, default ``busy_timeout``) and then get
+        :class:`SessionLockTimeout`. ``tx.status`` tells whether the session was still
+        live when the lock was taken. Inside the block the handle reads through it.
+        """
+        path, store = self._path, self._store
+        connector = store.connector
+        checkout: SessionHandle | Checkout = self
+        if not self.held:
+            checkout = Checkout(connector, path, write=True)
+        with checkout as conn:
+            if conn is None:
+                yield Transaction(store, self._sid, None, None)
+                return
+            if timeout is not None:
+                conn.setbusytimeout(int(timeout * 1000))
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except apsw.BusyError as exc:
+                    waited = connector.busy_timeout if timeout is None else timeout
+                    raise lock_timeout(path, waited) from exc
+                tx = Transaction(store, self._sid, conn, checkout.meta_now(conn), checkout.mtime)
+                self._tx = tx
+                try:
+                    yield tx
+                    conn.execute("COMMIT")
+                    tx.committed()
+                    if tx.new_mtime is not None:  # pooled with the connection: the mtime
+                        checkout.mtime = tx.new_mtime  # after_commit is about to set
+                except BaseException as exc:
+                    no_space = connector.out_of_space(exc, conn)  # before ROLLBACK resets errno
+                    with contextlib.suppress(apsw.Error):
+                        conn.execute("ROLLBACK")
+                    if no_space:
+                        raise connector.full_error(path) from exc
+                    raise
+                finally:
+                    self._tx = None
+            except DAMAGE_MET_WRITING as exc:
+                # CantOpen: a journal or WAL file that cannot be opened (a planted symlink:
+                # SQLite never follows one, or no descriptor left) on a disk that is not full.
+                raise damage(exc, conn) from exc
+            finally:
+                if timeout is not None:
+                    with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
+                        conn.setbusytimeout(int(connector.busy_timeout * 1000))
+        if tx.after_commit():
+            self.release(broken=True)  # its file is gone: never back into the pool
+
+    def write(self, changes: Changes) -> WriteOutcome:
+        """Apply ``changes`` in one transaction."""
+        with self.transaction() as tx:
+            return tx.apply(changes)
+
+    def refresh(self, expires_at: float) -> bool:
+        """Push a live session's expiry to ``expires_at``; False if it is no longer live."""
+        with self.transaction() as tx:
+            return tx.refresh(expires_at)
+
+    def release(self, *, broken: bool = False) -> None:
+        """Give the held connection back (idempotent); ``broken``: close it instead."""
+        if self._checkout is not None:
+            self._checkout.release(broken=broken)
+
+    # -- the held connection as a transaction's block (see transaction()) ----------
+
+    @property
+    def mtime(self) -> float:
+        """The file's mtime as last seen or set (the sweeper's hint; see :class:`Changes`)."""
+        assert self._checkout is not None
+        return self._checkout.mtime
+
+    @mtime.setter
+    def mtime(self, value: float) -> None:
+        assert self._checkout is not None
+        self._checkout.mtime = value  # pooled with the connection when it is given back
+
+    def meta_now(self, conn: apsw.Connection) -> Meta:
+        """The meta row, inside a transaction on the held connection.
+
+        The row read when the session was opened, if nothing has changed the database
+        since: SQLite's data version (``SQLITE_FCNTL_DATA_VERSION``) moves with every
+        commit, by this connection or any other process, and is brought up to date when a
+        transaction begins (SQLite clears its own page cache on the same signal). That
+        saves the write transaction re-reading the row.
+        """
+        if self._meta is not None and conn.data_version() == self._data_version:
+            return self._meta
+        return read_meta(conn)
+
+    def __enter__(self) -> apsw.Connection | None:
+        assert self._checkout is not None
+        return self._checkout.connection
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        assert self._checkout is not None
+        conn = self._checkout.connection
+        if conn is not None and conn.in_transaction:
+            with contextlib.suppress(apsw.Error):
+                conn.execute("ROLLBACK")
+        if isinstance(exc, apsw.BusyError):
+            raise self._checkout.lock_timeout() from exc
+        if isinstance(exc, DISCARD_AFTER):
+            self.release(broken=True)
