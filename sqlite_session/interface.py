@@ -19,7 +19,6 @@ from flask.sessions import SessionInterface, SessionMixin
 
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
-from .lifecycle import SaveResult
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession
@@ -207,9 +206,17 @@ class SqliteSessionInterface(SessionInterface):
         elif result.sid is None:
             return
         else:
-            # The client already holds exactly this cookie unless it is outdated, or it
-            # was signed with a fallback key (then it is re-signed now).
-            outdated = cookie_outdated(result)
+            # The cookie holds only the id, plus Expires for a permanent session: a new id,
+            # a permanent session's moved expiry, or a change of the permanent flag (which
+            # adds or drops Expires) outdate it. Anything else leaves the client's cookie
+            # right, and it is not re-sent (Flask re-sends it whenever the session is
+            # modified: there the data is in the cookie), unless it was signed with a
+            # fallback key (then it is re-signed now).
+            outdated = (
+                result.new_id
+                or result.permanent_changed
+                or (result.permanent and result.expiry_moved)
+            )
             if not outdated and not app.config.get("SECRET_KEY_FALLBACKS"):
                 return
             name = self.get_cookie_name(app)
@@ -257,17 +264,6 @@ class SqliteSessionInterface(SessionInterface):
             "samesite": _checked_samesite(self.get_cookie_samesite(app)),
             "httponly": self.get_cookie_httponly(app),
         }
-
-
-def cookie_outdated(result: SaveResult) -> bool:
-    """Whether the cookie the client holds no longer matches the saved session.
-
-    The cookie holds only the id, plus Expires for a permanent session: a new id, a
-    permanent session's moved expiry, or a change of the permanent flag (which adds or
-    drops Expires) outdate it. Anything else leaves it right, and it is not re-sent
-    (Flask re-sends it whenever the session is modified: there the data is in the cookie).
-    """
-    return result.new_id or result.permanent_changed or (result.permanent and result.expiry_moved)
 
 
 def cookie_value(request: Request, name: str) -> str | None:

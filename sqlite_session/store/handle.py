@@ -48,16 +48,17 @@ class SessionHandle:
         self,
         store: SessionStore,
         sid: str,
+        path: str,
         checkout: Checkout | None = None,
         meta: Meta | None = None,
+        data_version: int = -1,
     ) -> None:
         self._store = store
         self._sid = sid
-        self._path = store.path_for(sid)
+        self._path = path
         self._checkout = checkout  # kept past its block by SessionStore.open
-        self._meta = meta
-        conn = checkout.connection if checkout is not None else None
-        self._data_version = conn.data_version() if conn is not None else -1
+        self._meta = meta  # read through the held connection at ``data_version``
+        self._data_version = data_version
         self._tx: Transaction | None = None
 
     @property

@@ -111,7 +111,7 @@ class SessionStore:
                     return Opened(status, None)
                 if hold and checkout.writable:  # a full-disk snapshot is not held
                     checkout.keep()
-                    handle = SessionHandle(self, sid, checkout, meta)
+                    handle = SessionHandle(self, sid, path, checkout, meta, conn.data_version())
         except (StorageBroken, apsw.Error) as exc:
             log.warning("ignoring unreadable session file %s: %s", short_name(path), exc)
             return Opened(OpenStatus.BROKEN, None)
@@ -119,7 +119,7 @@ class SessionStore:
 
     def handle(self, sid: str) -> SessionHandle:
         """A handle on session ``sid`` that holds no connection: each access checks one out."""
-        return SessionHandle(self, sid)
+        return SessionHandle(self, sid, self.path_for(sid))
 
     # -- writing -------------------------------------------------------------------
 
