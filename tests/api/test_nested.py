@@ -20,6 +20,8 @@ from flask.globals import request_ctx
 from flask.sessions import SessionMixin
 from flask.testing import FlaskClient
 
+from sqlite_session import PickleSerializer, current_session
+
 Mutation = Callable[[SessionMixin], None]
 
 
@@ -217,3 +219,39 @@ def test_a_session_with_nested_values_is_freed_without_the_collector(
     kept[0]["items"].append(3)  # mutating a value that outlived its session is harmless
     assert client.get("/append").status_code == 200
     assert kept[1]["items"] == [1, 2, 2]  # the first append persisted, the late one not
+
+
+class Counter:
+    """A mutable value the session cannot track (stored with the pickle serializer)."""
+
+    def __init__(self) -> None:
+        self.hits = 0
+
+
+def test_mark_changed_saves_an_untracked_value_changed_in_place(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(serializer=PickleSerializer())
+
+    @app.post("/seed")
+    def seed() -> str:
+        session["c"] = Counter()
+        return ""
+
+    @app.post("/hit")
+    def hit() -> str:
+        session["c"].hits += 1  # in place: invisible to the session...
+        if request_ctx.request.args.get("mark"):
+            current_session().mark_changed("c")  # ...unless the view says so
+        return ""
+
+    @app.get("/hits")
+    def hits() -> str:
+        return str(session["c"].hits)
+
+    client = app.test_client()
+    client.post("/seed")
+    client.post("/hit")
+    assert client.get("/hits").text == "0"
+    client.post("/hit?mark=1")
+    assert client.get("/hits").text == "1"
