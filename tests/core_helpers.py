@@ -14,7 +14,10 @@ reads) are proved without mocking the store: it only *observes* the real calls.
 
 from __future__ import annotations
 
+import errno
+import gc
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -274,3 +277,29 @@ def spy_io(root: Path) -> Iterator[IoLog]:
         finally:
             _active.remove(log)
             vfs.unregister()
+
+
+@contextmanager
+def descriptors_exhausted(spare: int = 0) -> Iterator[None]:
+    """Every descriptor of this process in use but ``spare``, for the block."""
+    # Earlier tests' apps, once collected, close their pooled connections: collect them
+    # now, or a collection inside the block frees a descriptor.
+    gc.collect()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 64, hard))
+    held: list[int] = []
+    try:
+        while True:
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError as exc:
+                assert exc.errno == errno.EMFILE
+                break
+        for _ in range(spare):
+            os.close(held.pop())
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -10,30 +10,14 @@ session's own connection is already open, so only the new file needs one).
 from __future__ import annotations
 
 import os
-import resource
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from core_helpers import cookie_value, sid_of, stored_meta, stored_rows
+from core_helpers import cookie_value, descriptors_exhausted, sid_of, stored_meta, stored_rows
 from flask import Flask, session
 
 from sqlite_session import SessionError
-
-
-@contextmanager
-def no_free_file_descriptor() -> Iterator[None]:
-    """Lower the soft descriptor limit to the lowest free descriptor: every open fails."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    lowest_free = os.dup(0)
-    os.close(lowest_free)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def routes(app: Flask) -> None:
@@ -69,7 +53,7 @@ def test_a_failed_regenerate_leaves_the_old_session_as_it_was(
     rows, meta = stored_rows(session_dir, old_sid), stored_meta(session_dir, old_sid)
     files = without_side_files(os.listdir(session_dir))
 
-    with no_free_file_descriptor(), pytest.raises(SessionError) as caught:
+    with descriptors_exhausted(), pytest.raises(SessionError) as caught:
         client.post("/login")
     assert isinstance(caught.value.__cause__, OSError)
 

@@ -10,47 +10,16 @@ first gives back the descriptors of its idle connections and tries again.
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import gc
 import os
-import resource
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from core_helpers import add_counter, session_files, sid_of
+from core_helpers import add_counter, descriptors_exhausted, session_files, sid_of
 from flask import Flask, session
 from flask.testing import FlaskClient
 from servers import app_answering_session_errors
 
 from sqlite_session.janitor import sweep
-
-
-@contextlib.contextmanager
-def descriptors_exhausted(spare: int = 0) -> Iterator[None]:
-    """Every descriptor of this process in use but ``spare``, for the block."""
-    # Earlier tests' apps, once collected, close their pooled connections: collect them
-    # now, or a collection inside the block frees a descriptor.
-    gc.collect()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 64, hard))
-    held: list[int] = []
-    try:
-        while True:
-            try:
-                held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            except OSError as exc:
-                assert exc.errno == errno.EMFILE
-                break
-        for _ in range(spare):
-            os.close(held.pop())
-        yield
-    finally:
-        for fd in held:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def build_app(directory: Path) -> Flask:
