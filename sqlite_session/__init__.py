@@ -8,6 +8,7 @@ or, configured from ``app.config["SQLITE_SESSION_*"]``, ``SqliteSession(app)``.
 
 from .current import current_session, session
 from .errors import (
+    SessionConfigError,
     SessionConflictError,
     SessionDirectoryError,
     SessionError,
@@ -26,6 +27,7 @@ __all__ = [
     "PerKeySession",
     "PickleSerializer",
     "Serializer",
+    "SessionConfigError",
     "SessionConflictError",
     "SessionDirectoryError",
     "SessionError",

@@ -11,6 +11,16 @@ class SessionError(Exception):
     """Base class of every error sqlite_session raises on purpose."""
 
 
+class SessionConfigError(SessionError, ValueError):
+    """The app's configuration cannot work; raised when the app starts, never per request.
+
+    For example a ``SESSION_COOKIE_NAME`` with the ``__Host-`` prefix but without
+    ``SESSION_COOKIE_SECURE``: browsers would drop the cookie without a word. Raised by
+    :meth:`~sqlite_session.SqliteSession.init_app`, or at the first request of an app
+    whose ``session_interface`` was set by hand.
+    """
+
+
 class SessionDirectoryError(SessionError):
     """The session directory is unusable (not a directory, not writable, unsafe owner or mode).
 

@@ -91,6 +91,7 @@ class SqliteSession:
         """Build the interface from ``app.config`` and install it; return it."""
         path, options = options_from_config(app.config)
         interface = SqliteSessionInterface(path, **options)
+        interface.check_app(app)
         app.session_interface = interface
         app.extensions[EXTENSION_NAME] = interface
         log.debug("sessions of app %r in %s (options %r)", app.import_name, interface.path, options)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -17,6 +19,7 @@ from flask import Flask, Request, Response
 from flask import request as current_request
 from flask.sessions import SessionInterface, SessionMixin
 
+from .cookie_prefix import check_cookie_prefix
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
 from .options import check_options
@@ -139,6 +142,29 @@ class SqliteSessionInterface(SessionInterface):
         _warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
+        # The apps already checked by check_app (the last one, to skip the set lookup).
+        self._checked_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
+        self._last_checked: weakref.ref[Flask] | None = None
+        self._checking = threading.Lock()
+
+    def check_app(self, app: Flask) -> None:
+        """Check ``app``'s cookie configuration against this interface, once per app.
+
+        Called by :meth:`SqliteSession.init_app` at start-up, and at the first request
+        of an app whose ``session_interface`` was set by hand. Raises
+        :class:`~sqlite_session.SessionConfigError` for a cookie browsers would drop
+        (a ``__Host-`` or ``__Secure-`` name without its attributes).
+        """
+        with self._checking:
+            if app not in self._checked_apps:
+                check_cookie_prefix(
+                    self.get_cookie_name(app),
+                    secure=self.get_cookie_secure(app),
+                    path=self.get_cookie_path(app),
+                    domain=self.get_cookie_domain(app),
+                )
+                self._checked_apps.add(app)
+            self._last_checked = weakref.ref(app)
 
     def _signer(self, app: Flask) -> IdSigner:
         keys = (*(app.config.get("SECRET_KEY_FALLBACKS") or ()), app.secret_key)
@@ -151,6 +177,8 @@ class SqliteSessionInterface(SessionInterface):
         """A lazy session: no cookie parsing, signature check or file access until used."""
         if self.sweeper is not None:
             self.sweeper.ensure_running()  # off the request's path: a background thread
+        if self._last_checked is None or self._last_checked() is not app:
+            self.check_app(app)
         if not app.secret_key:
             return None  # Flask then uses its NullSession, which explains the missing key
 
