@@ -22,6 +22,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from .cookie_prefix import check_cookie_prefix
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
+from .logins import connect_flask_login
 from .options import check_options
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession
@@ -91,6 +92,10 @@ class SqliteSessionInterface(SessionInterface):
     ``allow_unsafe_directory``
         Accept a directory owned by another user or writable by its group or others,
         or under a directory others may write to (default False).
+    ``flask_login``
+        When Flask-Login is installed, give the session a new id at ``login_user()`` (and
+        at a remember-me login) and end it at ``logout_user()`` (default True; see
+        :mod:`.logins`).
     ``sweep_every``
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
@@ -115,6 +120,7 @@ class SqliteSessionInterface(SessionInterface):
         connection_cache_size: int = 128,
         allow_unsafe_directory: bool = False,
         sweep_every: float | None = None,
+        flask_login: bool = True,
     ) -> None:
         check_options(locals())  # the keyword options above, before anything is built
         self.path = prepare_directory(
@@ -141,6 +147,7 @@ class SqliteSessionInterface(SessionInterface):
         )
         _warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
+        self.flask_login = flask_login
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
         # The apps already checked by check_app (the last one, to skip the set lookup).
         self._checked_apps: weakref.WeakSet[Flask] = weakref.WeakSet()
@@ -148,12 +155,13 @@ class SqliteSessionInterface(SessionInterface):
         self._checking = threading.Lock()
 
     def check_app(self, app: Flask) -> None:
-        """Check ``app``'s cookie configuration against this interface, once per app.
+        """Check ``app``'s cookie configuration and hook its logins, once per app.
 
         Called by :meth:`SqliteSession.init_app` at start-up, and at the first request
         of an app whose ``session_interface`` was set by hand. Raises
         :class:`~sqlite_session.SessionConfigError` for a cookie browsers would drop
-        (a ``__Host-`` or ``__Secure-`` name without its attributes).
+        (a ``__Host-`` or ``__Secure-`` name without its attributes). With the
+        ``flask_login`` option, connects to Flask-Login's signals (see :mod:`.logins`).
         """
         with self._checking:
             if app not in self._checked_apps:
@@ -163,6 +171,8 @@ class SqliteSessionInterface(SessionInterface):
                     path=self.get_cookie_path(app),
                     domain=self.get_cookie_domain(app),
                 )
+                if self.flask_login:
+                    connect_flask_login(app)
                 self._checked_apps.add(app)
             self._last_checked = weakref.ref(app)
 

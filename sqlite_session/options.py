@@ -79,6 +79,7 @@ RULES: dict[str, Rule] = {
     "allow_unsafe_directory": _FLAG,
     # 0 used to start no sweeper without a word: None is the one way to turn it off.
     "sweep_every": _or_none(_SECONDS),
+    "flask_login": _FLAG,
 }
 
 

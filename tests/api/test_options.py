@@ -36,6 +36,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "connection_cache_size": [-1, 1.5, "128", None],
     "allow_unsafe_directory": ["yes", 1],
     "sweep_every": [0, -3, "60", math.inf, False],
+    "flask_login": ["false", 0, None],
 }
 CASES = [(name, value) for name, values in BAD_VALUES.items() for value in values]
 
