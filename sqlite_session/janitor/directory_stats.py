@@ -7,6 +7,7 @@ import stat
 import time
 from dataclasses import dataclass
 
+from ..store.user_index import INDEX_FILES
 from .entries import Kind, kind_of
 
 
@@ -39,7 +40,7 @@ def stats(directory: str | os.PathLike[str], *, now: float | None = None) -> Dir
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode) or entry.name in INDEX_FILES:
                 continue
             size = st.st_blocks * 512
             if kind_of(entry.name) is not Kind.SESSION:

@@ -29,6 +29,7 @@ class SweepReport:
     journals_removed: int = 0  # orphan journals removed
     foreign: int = 0  # entries we never create (other names, symlinks, directories)
     errors: int = 0  # files we could not remove (permissions...)
+    index_pruned: int = 0  # user index entries of sessions that are gone
     entries: int = 0  # directory entries looked at
     seconds: float = 0.0
     dry_run: bool = False

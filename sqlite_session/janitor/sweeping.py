@@ -25,6 +25,8 @@ What is removed, and what is never touched
     * ``<id>.session-journal`` (and ``-wal``/``-shm``) files whose session file is gone,
       untouched for ``grace`` seconds. A journal next to an existing session file is
       never removed: if it is hot, SQLite needs it to roll the session back.
+    * The user index (``.user-index`` and its side files) is never removed; the entries
+      of sessions that are gone are pruned from it after the sweep.
     * Nothing else: files with names we never create are counted as foreign and left
       alone, so a sweep pointed at the wrong directory by mistake destroys nothing that
       is not ours. Symlinks are never followed nor removed, directories never removed.
@@ -45,6 +47,8 @@ from collections.abc import Callable
 
 from ..ids import is_valid_session_id
 from ..store import TEMP_PREFIX, SessionStore, SweepOutcome
+from ..store.accounts import Accounts
+from ..store.user_index import INDEX_FILES
 from .entries import Kind, kind_of, main_file, session_id
 from .lock import LOCK_NAME, try_flock
 from .report import Event, SweepReport
@@ -84,7 +88,7 @@ class _Sweep:
     def entry(self, entry: os.DirEntry[str]) -> None:
         """Look at one directory entry: one ``lstat``, more only for candidates."""
         name, report = entry.name, self.report
-        if name == LOCK_NAME:
+        if name == LOCK_NAME or name in INDEX_FILES:
             return
         try:
             st = entry.stat(follow_symlinks=False)
@@ -235,5 +239,8 @@ def sweep(
             if progress is not None and state.report.entries % PROGRESS_EVERY == 0:
                 state.report.seconds = time.monotonic() - start
                 progress(state.report)
+    accounts = Accounts(state.store)
+    if not dry_run and accounts.index.exists():
+        state.report.index_pruned = accounts.prune(state.now)  # the entries of the sessions removed
     state.report.seconds = time.monotonic() - start
     return state.report

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import secrets
+import time
 
 import apsw
 
@@ -119,6 +120,7 @@ class FileBuilder:
                         int(changes.permanent),
                         seq,
                         len(changes.upserts),
+                        time.time(),  # established: created, or regenerated (a move)
                     ),
                 )
                 for key, value in changes.upserts.items():

@@ -3,19 +3,29 @@
 ``<directory>/<session id>.session`` is a SQLite database with page size 1024 (a small
 session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
 :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
-``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count)
-and ``kv`` (one row per session key: the change counter of its last write, then the
-encoded value; the keys also sit in the primary key's index). The expiry is also
+``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count,
+then, since format 2, the session's :class:`Account`) and ``kv`` (one row per session
+key: the change counter of its last write, then the encoded value; the keys also sit in
+the primary key's index). The expiry is also
 mirrored into the file's mtime, so the sweeper can skip a fresh session with a ``stat``.
 The mirror is only a hint that may trail the expiry, never run ahead of it: a save
 updates it only once it trails by ``refresh_fraction`` of the lifetime (or when the save
 shortens the expiry), and a crash between commit and ``utime`` leaves it behind. A
 trailing mtime merely makes the file a candidate that the sweeper opens, re-checks and
 catches up.
+
+Format 2 added the :class:`Account` columns at the end of ``meta`` (when the session was
+created or last regenerated, and the user it belongs to with its opaque handle): new
+columns rather than a new table, because a table takes a page of its own and a small
+session would no longer fit one 4 KiB tmpfs page. The statements of every request name
+the first five columns only, so they read format 1 and 2 alike; a format-1 file (written
+by version 0.1) is read and written as it is, and gains the columns, in place, the first
+time a user is recorded in it (:func:`write_account`).
 """
 
 from __future__ import annotations
 
+import time
 from enum import Enum, IntEnum
 from typing import Any, NamedTuple, TypeVar
 
@@ -29,7 +39,8 @@ _T = TypeVar("_T")
 # type, so rows are handled as Any rather than narrowed cell by cell.
 Rows = list[tuple[Any, ...]]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1: no account columns
 APPLICATION_ID = 0x53514C53  # "SQLS"
 PAGE_SIZE = 1024
 SUFFIX = ".session"
@@ -62,6 +73,15 @@ class OpenStatus(Enum):
     BROKEN = "broken"
 
 
+# Format 2's columns of ``meta``, all nullable (a format-1 file gains them by ALTER TABLE).
+_ACCOUNT_COLUMNS = (
+    ("established_at", "REAL"),  # created or last regenerated (a login)
+    ("handle", "TEXT"),  # the opaque name of the session in its user's list
+    ("user", "TEXT"),
+    ("agent", "TEXT"),  # the user agent at login, when the app records it
+    ("address", "TEXT"),  # the coarse client address at login, likewise
+)
+
 SCHEMA = f"""
 PRAGMA page_size={PAGE_SIZE};
 PRAGMA application_id={APPLICATION_ID};
@@ -72,11 +92,15 @@ CREATE TABLE meta(
     state INTEGER NOT NULL,
     permanent INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    nkeys INTEGER NOT NULL
+    nkeys INTEGER NOT NULL,
+    ACCOUNT_COLUMNS
 );
 CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
-"""
-INSERT_META = "INSERT INTO meta VALUES (?, ?, ?, ?, ?)"
+""".replace("ACCOUNT_COLUMNS", ",\n    ".join(f"{name} {kind}" for name, kind in _ACCOUNT_COLUMNS))
+INSERT_META = (
+    "INSERT INTO meta(expires_at, state, permanent, seq, nkeys, established_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # Columns are named: the row layout is (key, version, value). Keys live in the primary
 # key's index and the version precedes the value in the row, so finding a key, testing
@@ -147,8 +171,8 @@ def check_format(conn: apsw.Connection) -> None:
     app_id, version = header[0] if header else (None, None)
     if app_id == APPLICATION_ID and int(version or 0) > FORMAT_VERSION:
         raise StorageNewer(f"session file of a newer format: {header}")
-    if header != [(APPLICATION_ID, FORMAT_VERSION)]:
-        raise StorageBroken(f"not a session file of format {FORMAT_VERSION}: {header}")
+    if app_id != APPLICATION_ID or version not in READABLE_VERSIONS:
+        raise StorageBroken(f"not a session file of format {READABLE_VERSIONS}: {header}")
 
 
 def _meta_of(rows: list[Any]) -> Meta:
@@ -180,6 +204,60 @@ def _checked_meta(rows: list[Any]) -> Meta:
         typed(seq, int),
         typed(nkeys, int),
     )
+
+
+class Account(NamedTuple):
+    """Format 2's columns of ``meta``: the session's age and the user it belongs to.
+
+    All None in a format-1 file; ``user`` and ``handle`` are None in a session that
+    belongs to nobody (yet).
+    """
+
+    established_at: float | None = None
+    handle: str | None = None
+    user: str | None = None
+    agent: str | None = None
+    address: str | None = None
+
+
+_READ_ACCOUNT = f"SELECT {', '.join(name for name, _ in _ACCOUNT_COLUMNS)} FROM meta"
+
+
+def file_version(conn: apsw.Connection) -> int:
+    """The format version of the session file of ``conn`` (one of READABLE_VERSIONS)."""
+    return typed(conn.execute("PRAGMA user_version").fetchall()[0][0], int)
+
+
+def read_account(conn: apsw.Connection) -> Account:
+    """The session's :class:`Account` (all None in a format-1 file)."""
+    if file_version(conn) < 2:
+        return Account()
+    rows = conn.execute(_READ_ACCOUNT).fetchall()
+    if len(rows) != 1:
+        raise StorageBroken(f"meta table holds {len(rows)} rows")
+    established_at, *texts = rows[0]
+    if established_at is not None and not isinstance(established_at, (int, float)):
+        raise StorageBroken(f"established_at is a {type(established_at).__name__}")
+    handle, user, agent, address = (None if text is None else typed(text, str) for text in texts)
+    return Account(
+        None if established_at is None else float(established_at), handle, user, agent, address
+    )
+
+
+def write_account(conn: apsw.Connection, account: Account) -> None:
+    """Store ``account`` in the write transaction open on ``conn``.
+
+    A format-1 file gains the columns first (and becomes format 2); its
+    ``established_at``, unknown, becomes the moment of this write.
+    """
+    if file_version(conn) < 2:
+        for name, kind in _ACCOUNT_COLUMNS:
+            conn.execute(f"ALTER TABLE meta ADD COLUMN {name} {kind}")
+        conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
+    assignments = ", ".join(f"{name} = ?" for name, _ in _ACCOUNT_COLUMNS)
+    if account.established_at is None:
+        account = account._replace(established_at=time.time())
+    conn.execute(f"UPDATE meta SET {assignments}", tuple(account))
 
 
 def read_value(conn: apsw.Connection, key: str) -> tuple[bytes, int] | None:
@@ -214,4 +292,3 @@ def typed(value: object, kind: type[_T]) -> _T:
     if isinstance(value, kind):
         return value
     raise StorageBroken(f"expected {kind.__name__}, found {type(value).__name__}")
-

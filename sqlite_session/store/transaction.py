@@ -17,11 +17,14 @@ from .errors import on_open_file
 from .format import (
     INSERT_KV,
     UPDATE_KEY,
+    Account,
     FileState,
     Meta,
     OpenStatus,
+    read_account,
     read_items,
     read_version,
+    write_account,
 )
 from .removal import Removal
 
@@ -163,6 +166,26 @@ class Transaction:
         assert self._conn is not None
         self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
         self.new_mtime = expires_at
+        return True
+
+    def account(self) -> Account:
+        """The session's :class:`Account`, as of this transaction."""
+        return self._query(read_account)
+
+    def set_account(self, account: Account) -> None:
+        """Store ``account`` in the session (committed when the block ends)."""
+        self._query(lambda conn: write_account(conn, account))
+
+    def revoke(self) -> bool:
+        """Remove a live session by the removal protocol; False if it is no longer live.
+
+        Any request still holding the file sees the tombstone at its next write and
+        discards its changes, so nothing brings the session back.
+        """
+        if self.status is not OpenStatus.LIVE:
+            return False
+        assert self.meta is not None
+        self._remove(self.meta.seq + 1)
         return True
 
     def _check_conflicts(self, changes: Changes) -> None:

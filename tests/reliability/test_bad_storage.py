@@ -44,7 +44,10 @@ def meta_rows(count: int) -> Callable[[Path], None]:
         conn = apsw.Connection(str(path))
         conn.execute("DELETE FROM meta")
         for _ in range(count):
-            conn.execute("INSERT INTO meta VALUES (9e99, 0, 0, 0, 1)")
+            conn.execute(
+                "INSERT INTO meta(expires_at, state, permanent, seq, nkeys) "
+                "VALUES (9e99, 0, 0, 0, 1)"
+            )
         conn.close()
 
     return damage
@@ -107,7 +110,9 @@ def stored_then_edited(app: Flask, session_dir: Path, statement: str) -> FlaskCl
 
 @pytest.fixture(params=list(DAMAGE))
 def damaged(
-    request: pytest.FixtureRequest, app: Flask, session_dir: Path,
+    request: pytest.FixtureRequest,
+    app: Flask,
+    session_dir: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> tuple[FlaskClient, str]:
     """A stored session whose file was then damaged: a client and the session's id."""

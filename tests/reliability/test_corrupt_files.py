@@ -20,6 +20,7 @@ from flask import Flask, jsonify, session
 
 from sqlite_session.ids import IdSigner, new_session_id
 from sqlite_session.store import Changes, SessionStore
+from sqlite_session.store.format import FORMAT_VERSION
 
 SECRET = "the victim's secret"
 
@@ -51,7 +52,7 @@ def future_format(path: Path) -> None:
     """A session file of ours, as a later version of the store would write it."""
     real_session(path.parent, path.name.removesuffix(".session"))
     conn = apsw.Connection(str(path))
-    conn.execute("PRAGMA user_version=2")
+    conn.execute(f"PRAGMA user_version={FORMAT_VERSION + 1}")
     conn.close()
 
 

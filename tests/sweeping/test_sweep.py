@@ -17,6 +17,7 @@ from core_helpers import session_files
 from sqlite_session.ids import new_session_id
 from sqlite_session.janitor import stats, sweep
 from sqlite_session.store import Changes, OpenStatus, SessionStore, SweepOutcome, WriteOutcome
+from sqlite_session.store.format import FORMAT_VERSION
 
 
 @pytest.fixture
@@ -187,7 +188,7 @@ def test_newer_format_and_foreign_names_are_left_alone(
     store: SessionStore, session_dir: Path
 ) -> None:
     newer = new_session_id() + ".session"
-    sqlite_db(session_dir / newer, user_version=2, application_id=0x53514C53)
+    sqlite_db(session_dir / newer, user_version=FORMAT_VERSION + 1, application_id=0x53514C53)
     telethon = session_dir / "anon.session"  # another program's SQLite file, its own name
     sqlite_db(telethon)
     for name in (newer, "anon.session"):
