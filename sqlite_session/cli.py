@@ -1,4 +1,5 @@
-"""The ``sqlite-session`` command (also ``python -m sqlite_session``): sweep and stats.
+"""The ``sqlite-session`` command (also ``python -m sqlite_session``): sweep, stats, and a
+user's sessions (sessions, revoke, reindex).
 
 Exit status: 0 on success (also when another sweep of PATH was running and this one
 stood down), 1 when PATH is missing, not a directory or cannot be read (or, for a sweep,
@@ -15,9 +16,12 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from . import __version__
 from .janitor import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
+from .store import SessionStore
+from .store.accounts import Accounts
 
 PROG = "sqlite-session"
 
@@ -111,6 +115,86 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _accounts(path: str) -> Accounts:
+    # No pool: a command that looks at a few files must not keep them open.
+    return Accounts(SessionStore(os.path.realpath(path), connection_cache_size=0))
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    found = _accounts(args.path).sessions(args.user)
+    rows = [
+        {
+            "handle": info.handle,
+            "created": _format_time(info.established_at),
+            "last_seen": _format_time(info.last_seen),
+            "expires": _format_time(info.expires_at),
+            "agent": info.agent,
+            "address": info.address,
+        }
+        for info in found
+    ]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for row in rows:
+        print(
+            f"{row['handle']}  created {row['created']}  last seen {row['last_seen']}  "
+            f"expires {row['expires']}  {row['agent'] or '-'}  {row['address'] or '-'}"
+        )
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    accounts = _accounts(args.path)
+    if args.all:
+        count = accounts.revoke_all(args.user)
+    else:
+        count = int(accounts.revoke(args.user, args.handle))
+    print(f"revoked {count} session{'' if count == 1 else 's'} of user {args.user}")
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    count = _accounts(args.path).rebuild()
+    print(f"user index rebuilt: {count} sessions belong to a user")
+    return 0
+
+
+def _add_account_commands(commands: Any) -> None:
+    sessions_cmd = commands.add_parser(
+        "sessions",
+        help="list a user's sessions",
+        description="List the live sessions of one user (as recorded at login), one line "
+        "each: handle, created, last seen, expires, user agent and address.",
+    )
+    sessions_cmd.add_argument("path", metavar="PATH", help="the session directory")
+    sessions_cmd.add_argument("--user", required=True, metavar="ID", help="the user's id")
+    sessions_cmd.add_argument("--json", action="store_true", help="one JSON array")
+    sessions_cmd.set_defaults(handler=_sessions, writable=True)
+
+    revoke_cmd = commands.add_parser(
+        "revoke",
+        help="log a user out of some or all sessions",
+        description="End sessions of one user at once, for every worker (a compromised "
+        "account): all of them, or the one of a handle shown by `sessions`.",
+    )
+    revoke_cmd.add_argument("path", metavar="PATH", help="the session directory")
+    revoke_cmd.add_argument("--user", required=True, metavar="ID", help="the user's id")
+    which = revoke_cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every session of the user")
+    which.add_argument("--handle", metavar="H", help="the session of this handle")
+    revoke_cmd.set_defaults(handler=_revoke, writable=True)
+
+    reindex_cmd = commands.add_parser(
+        "reindex",
+        help="rebuild the user index from the session files",
+        description="Rebuild PATH's user index from the session files (also done "
+        "automatically when it is missing or damaged). Logs nobody out.",
+    )
+    reindex_cmd.add_argument("path", metavar="PATH", help="the session directory")
+    reindex_cmd.set_defaults(handler=_reindex, writable=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Maintain a sqlite_session session directory."
@@ -159,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cmd.add_argument("path", metavar="PATH", help="the session directory")
     stats_cmd.add_argument("--json", action="store_true", help="one JSON object")
     stats_cmd.set_defaults(handler=_stats, writable=False)
+    _add_account_commands(commands)
     return parser
 
 

@@ -40,6 +40,7 @@ class SessionInfo(NamedTuple):
     handle: str
     sid: str  # never shown to anyone: the cookie is rebuilt from it
     established_at: float  # created, or last regenerated (a login)
+    last_seen: float  # the last request that moved the expiry (see refresh_fraction)
     expires_at: float
     agent: str | None
     address: str | None
@@ -103,10 +104,14 @@ class Accounts:
             return None
         if account.user != entry.user or account.established_at is None:
             return None
+        last_seen = account.established_at
+        if account.lifetime is not None:
+            last_seen = min(now, max(last_seen, expires_at - account.lifetime))
         return SessionInfo(
             entry.handle,
             entry.sid,
             account.established_at,
+            last_seen,
             expires_at,
             account.agent,
             account.address,
@@ -136,7 +141,13 @@ class Accounts:
             if account.user == user:
                 return account.handle
             handle = None if user is None else self.index.add(user, sid)
-            tx.set_account(account._replace(handle=handle, user=user, agent=agent, address=address))
+            assert tx.meta is not None
+            lifetime = tx.meta.expires_at - time.time()
+            tx.set_account(
+                account._replace(
+                    handle=handle, user=user, agent=agent, address=address, lifetime=lifetime
+                )
+            )
         if account.handle is not None:
             self.index.remove([account.handle])
         return handle

@@ -80,6 +80,7 @@ _ACCOUNT_COLUMNS = (
     ("user", "TEXT"),
     ("agent", "TEXT"),  # the user agent at login, when the app records it
     ("address", "TEXT"),  # the coarse client address at login, likewise
+    ("lifetime", "REAL"),  # the idle lifetime at login: last seen = expiry - lifetime
 )
 
 SCHEMA = f"""
@@ -218,6 +219,7 @@ class Account(NamedTuple):
     user: str | None = None
     agent: str | None = None
     address: str | None = None
+    lifetime: float | None = None
 
 
 _READ_ACCOUNT = f"SELECT {', '.join(name for name, _ in _ACCOUNT_COLUMNS)} FROM meta"
@@ -235,13 +237,29 @@ def read_account(conn: apsw.Connection) -> Account:
     rows = conn.execute(_READ_ACCOUNT).fetchall()
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
-    established_at, *texts = rows[0]
-    if established_at is not None and not isinstance(established_at, (int, float)):
-        raise StorageBroken(f"established_at is a {type(established_at).__name__}")
-    handle, user, agent, address = (None if text is None else typed(text, str) for text in texts)
+    established_at, handle, user, agent, address, lifetime = rows[0]
     return Account(
-        None if established_at is None else float(established_at), handle, user, agent, address
+        _seconds(established_at),
+        _text(handle),
+        _text(user),
+        _text(agent),
+        _text(address),
+        _seconds(lifetime),
     )
+
+
+def _text(value: object) -> str | None:
+    """A nullable TEXT column, checked (StorageBroken for any other type)."""
+    return None if value is None else typed(value, str)
+
+
+def _seconds(value: object) -> float | None:
+    """A nullable REAL column, checked (StorageBroken for any other type)."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)):
+        raise StorageBroken(f"expected a number, found {type(value).__name__}")
+    return float(value)
 
 
 def write_account(conn: apsw.Connection, account: Account) -> None:

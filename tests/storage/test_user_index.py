@@ -212,7 +212,7 @@ def test_a_format_1_file_is_read_written_and_gains_a_user(store: SessionStore) -
 
     sid = new_session(store)
     conn = apsw.Connection(store.path_for(sid))
-    for column in ("established_at", "handle", "user", "agent", "address"):
+    for column in ("established_at", "handle", "user", "agent", "address", "lifetime"):
         conn.execute(f"ALTER TABLE meta DROP COLUMN {column}")
     conn.execute("PRAGMA user_version=1")
     conn.close()
