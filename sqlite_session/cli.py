@@ -160,38 +160,49 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _path_command(
+    commands: Any, name: str, help: str, description: str, *, user: bool = False
+) -> Any:
+    """A subcommand that takes PATH (and, with ``user``, ``--user ID``)."""
+    command = commands.add_parser(name, help=help, description=description)
+    command.add_argument("path", metavar="PATH", help="the session directory")
+    if user:
+        command.add_argument("--user", required=True, metavar="ID", help="the user's id")
+    return command
+
+
 def _add_account_commands(commands: Any) -> None:
-    sessions_cmd = commands.add_parser(
+    sessions_cmd = _path_command(
+        commands,
         "sessions",
-        help="list a user's sessions",
-        description="List the live sessions of one user (as recorded at login), one line "
-        "each: handle, created, last seen, expires, user agent and address.",
+        "list a user's sessions",
+        "List the live sessions of one user (as recorded at login), one line each: "
+        "handle, created, last seen, expires, user agent and address.",
+        user=True,
     )
-    sessions_cmd.add_argument("path", metavar="PATH", help="the session directory")
-    sessions_cmd.add_argument("--user", required=True, metavar="ID", help="the user's id")
     sessions_cmd.add_argument("--json", action="store_true", help="one JSON array")
     sessions_cmd.set_defaults(handler=_sessions, writable=True)
 
-    revoke_cmd = commands.add_parser(
+    revoke_cmd = _path_command(
+        commands,
         "revoke",
-        help="log a user out of some or all sessions",
-        description="End sessions of one user at once, for every worker (a compromised "
-        "account): all of them, or the one of a handle shown by `sessions`.",
+        "log a user out of some or all sessions",
+        "End sessions of one user at once, for every worker (a compromised account): "
+        "all of them, or the one of a handle shown by `sessions`.",
+        user=True,
     )
-    revoke_cmd.add_argument("path", metavar="PATH", help="the session directory")
-    revoke_cmd.add_argument("--user", required=True, metavar="ID", help="the user's id")
     which = revoke_cmd.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every session of the user")
     which.add_argument("--handle", metavar="H", help="the session of this handle")
     revoke_cmd.set_defaults(handler=_revoke, writable=True)
 
-    reindex_cmd = commands.add_parser(
+    reindex_cmd = _path_command(
+        commands,
         "reindex",
-        help="rebuild the user index from the session files",
-        description="Rebuild PATH's user index from the session files (also done "
-        "automatically when it is missing or damaged). Logs nobody out.",
+        "rebuild the user index from the session files",
+        "Rebuild PATH's user index from the session files (also done automatically "
+        "when it is missing or damaged). Logs nobody out.",
     )
-    reindex_cmd.add_argument("path", metavar="PATH", help="the session directory")
     reindex_cmd.set_defaults(handler=_reindex, writable=True)
 
 
@@ -234,13 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep_cmd.set_defaults(handler=_sweep, writable=True)
 
-    stats_cmd = commands.add_parser(
+    stats_cmd = _path_command(
+        commands,
         "stats",
-        help="count sessions, bytes on disk and expired sessions",
-        description="Session count, bytes on disk, expired count and oldest/newest expiry "
-        "of PATH, from one stat per file (for monitoring).",
+        "count sessions, bytes on disk and expired sessions",
+        "Session count, bytes on disk, expired count and oldest/newest expiry of PATH, "
+        "from one stat per file (for monitoring).",
     )
-    stats_cmd.add_argument("path", metavar="PATH", help="the session directory")
     stats_cmd.add_argument("--json", action="store_true", help="one JSON object")
     stats_cmd.set_defaults(handler=_stats, writable=False)
     _add_account_commands(commands)
