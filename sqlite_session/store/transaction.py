@@ -170,11 +170,11 @@ class Transaction:
 
     def account(self) -> Account:
         """The session's :class:`Account`, as of this transaction."""
-        return self._query(read_account)
+        return self.query(read_account)
 
     def set_account(self, account: Account) -> None:
         """Store ``account`` in the session (committed when the block ends)."""
-        self._query(lambda conn: write_account(conn, account))
+        self.query(lambda conn: write_account(conn, account))
 
     def revoke(self) -> bool:
         """Remove a live session by the removal protocol; False if it is no longer live.

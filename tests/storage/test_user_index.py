@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from sqlite_session.ids import new_session_id
+from sqlite_session.janitor import stats, sweep
 from sqlite_session.store import Changes, OpenStatus, SessionStore, WriteOutcome
 from sqlite_session.store.accounts import Accounts
 from sqlite_session.store.user_index import INDEX_NAME, PRUNE_AFTER, UserIndex
-from sqlite_session.sweep import stats, sweep
 
 
 @pytest.fixture
@@ -84,7 +84,8 @@ def test_revoke_removes_the_file_and_an_in_flight_save_cannot_bring_it_back(
     assert accounts.revoke("alice", handle)
     assert not os.path.exists(store.path_for(sid))
     late = Changes(upserts={"k": b'"late"'}, expires_at=time.time() + 3600)
-    assert store.write(sid, late, in_flight.lease) is WriteOutcome.GONE
+    assert in_flight.handle is not None
+    assert in_flight.handle.write(late) is WriteOutcome.GONE
     assert not os.path.exists(store.path_for(sid))
     assert accounts.sessions("alice") == []
 
@@ -220,9 +221,9 @@ def test_a_format_1_file_is_read_written_and_gains_a_user(store: SessionStore) -
     assert store.open(sid).status is OpenStatus.LIVE
     changes = Changes(upserts={"k": b'"w"'}, expires_at=time.time() + 3600)
     assert store.write(sid, changes) is WriteOutcome.WRITTEN
-    assert store.read(sid, "k") is not None
+    assert store.handle(sid).read("k") is not None
     accounts = Accounts(store)
     handle = accounts.assign(sid, "alice")
     [info] = accounts.sessions("alice")
     assert info.handle == handle and info.established_at <= time.time()
-    assert store.read(sid, "k") == (b'"w"', 1)
+    assert store.handle(sid).read("k") == (b'"w"', 1)
