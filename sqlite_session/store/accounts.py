@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
 
 import apsw
 
@@ -32,6 +32,8 @@ from .store import SessionStore
 from .user_index import PRUNE_AFTER, IndexDamaged, IndexEntry, UserIndex
 
 log = logging.getLogger("sqlite_session")
+
+_T = TypeVar("_T")
 
 
 class SessionInfo(NamedTuple):
@@ -76,21 +78,22 @@ class Accounts:
             elif now - entry.added_at > PRUNE_AFTER:
                 stale.append(entry.handle)
         if stale:
-            self.index.remove(stale)
+            self._remove_entries(stale)
         return found
 
     def _entries(self, user: str) -> list[IndexEntry]:
-        """The index's entries of ``user``; a missing or damaged index is rebuilt first."""
-        if not self.index.exists():
-            log.warning("user index %s is missing: rebuilding it", self.index.path)
-            self.rebuild()
+        """The index's entries of ``user``."""
+        return self._repaired(lambda: self.index.entries(user))
+
+    def _repaired(self, operation: Callable[[], _T]) -> _T:
+        """Run an index ``operation``; a missing or damaged index is rebuilt from the
+        session files and the operation run again (never an error for a request)."""
         try:
-            return self.index.entries(user)
+            return operation()
         except IndexDamaged as exc:
-            log.warning("user index %s is damaged (%s): rebuilding it", self.index.path, exc)
-            self.index.discard()
+            log.warning("user index %s: %s: rebuilding it", self.index.path, exc)
             self.rebuild()
-            return self.index.entries(user)
+            return operation()
 
     def _confirmed(self, entry: IndexEntry, now: float) -> SessionInfo | None:
         """The session ``entry`` names, if its file is live and names the same user and
@@ -119,7 +122,7 @@ class Accounts:
 
     def session(self, user: str, handle: str) -> SessionInfo | None:
         """``user``'s session of ``handle``, if its file confirms it."""
-        entry = self.index.entry(handle)
+        entry = self._repaired(lambda: self.index.entry(handle))
         if entry is None or entry.user != user:
             return None
         return self._confirmed(entry, time.time())
@@ -140,7 +143,7 @@ class Accounts:
             account = tx.account()
             if account.user == user:
                 return account.handle
-            handle = None if user is None else self.index.add(user, sid)
+            handle = None if user is None else self._repaired(lambda: self.index.add(user, sid))
             assert tx.meta is not None
             lifetime = tx.meta.expires_at - time.time()
             tx.set_account(
@@ -149,8 +152,11 @@ class Accounts:
                 )
             )
         if account.handle is not None:
-            self.index.remove([account.handle])
+            self._remove_entries([account.handle])
         return handle
+
+    def _remove_entries(self, handles: list[str]) -> None:
+        self._repaired(lambda: self.index.remove(handles))
 
     def revoke(self, user: str, handle: str) -> bool:
         """End ``user``'s session of ``handle`` for every worker; False if there was none.
@@ -158,18 +164,18 @@ class Accounts:
         The file is tombstoned under its write lock, committed and unlinked before this
         returns: a request in flight sees the tombstone at its save and discards it.
         """
-        entry = self.index.entry(handle)
+        entry = self._repaired(lambda: self.index.entry(handle))
         if entry is None or entry.user != user:
             return False
         revoked = self._revoke_entry(entry)
-        self.index.remove([handle])
+        self._remove_entries([handle])
         return revoked
 
     def revoke_all(self, user: str, *, keep_sid: str | None = None) -> int:
         """End all of ``user``'s sessions but ``keep_sid``'s; returns how many were ended."""
         entries = [e for e in self._entries(user) if e.sid != keep_sid]
         revoked = sum(self._revoke_entry(entry) for entry in entries)
-        self.index.remove([entry.handle for entry in entries])
+        self._remove_entries([entry.handle for entry in entries])
         return revoked
 
     def _revoke_entry(self, entry: IndexEntry) -> bool:
@@ -189,7 +195,7 @@ class Accounts:
         Nobody is logged out: the files keep their users, and entries younger than
         :data:`PRUNE_AFTER` (a login being saved right now) are kept.
         """
-        return self.index.replace_all(self._scan(), keep_after=time.time() - PRUNE_AFTER)
+        return self.index.rebuild(self._scan(), keep_after=time.time() - PRUNE_AFTER)
 
     def _scan(self) -> Iterator[IndexEntry]:
         now = time.time()
@@ -222,5 +228,5 @@ class Accounts:
             log.warning("user index %s is damaged (%s): not pruned", self.index.path, exc)
             return 0
         if gone:
-            self.index.remove(gone)
+            self._remove_entries(gone)
         return len(gone)

@@ -16,6 +16,11 @@ The index is a hint that the session files confirm, never the other way round:
   one may belong to a save still under way);
 * the file can be rebuilt from the session files at any time (:meth:`UserIndex.rebuild`),
   and is, automatically, when it is missing or damaged.
+
+The file is never seen half-built: it is built complete (schema and entries) under a
+temporary name and then linked or renamed into place, as the session files are, so a
+process killed while creating it leaves only a temporary file, never an index without
+its table.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import apsw
+
+from .format import TEMP_PREFIX
 
 log = logging.getLogger("sqlite_session")
 
@@ -45,14 +52,23 @@ HANDLE_BYTES = 16
 _SCHEMA = f"""
 PRAGMA application_id={INDEX_APPLICATION_ID};
 PRAGMA user_version={INDEX_VERSION};
-CREATE TABLE IF NOT EXISTS entry(
+CREATE TABLE entry(
     handle TEXT PRIMARY KEY NOT NULL,
     user TEXT NOT NULL,
     sid TEXT NOT NULL,
     added_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS entry_by_user ON entry(user);
+CREATE INDEX entry_by_user ON entry(user);
 """
+
+
+# The header and the table in one statement: an index file always has both (it is
+# built complete before it appears), so a file without either is not one of ours.
+_CHECK = (
+    "SELECT application_id, user_version, "
+    "(SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'entry') "
+    "FROM pragma_application_id, pragma_user_version"
+)
 
 
 class IndexEntry(NamedTuple):
@@ -77,6 +93,10 @@ class IndexDamaged(Exception):
     """The index file is not an index of ours or is corrupt (internal): rebuild it."""
 
 
+class IndexMissing(IndexDamaged):
+    """There is no index file (internal): build it."""
+
+
 def new_handle() -> str:
     """A fresh opaque handle: random, unrelated to the session id or the cookie."""
     return secrets.token_urlsafe(HANDLE_BYTES)
@@ -95,16 +115,16 @@ class UserIndex:
         self._busy_ms = int(busy_timeout * 1000)
 
     @contextlib.contextmanager
-    def _connection(self, *, create: bool = True) -> Iterator[apsw.Connection]:
-        """A connection to the index, created (empty) if missing; IndexDamaged if not ours."""
-        flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
-        if create:
-            flags |= apsw.SQLITE_OPEN_CREATE
-        old_umask = os.umask(0o077)  # the index names session ids: as private as they are
+    def _connection(self) -> Iterator[apsw.Connection]:
+        """A connection to the index; IndexMissing without one, IndexDamaged if not ours."""
         try:
-            conn = apsw.Connection(self.path, flags=flags)
-        finally:
-            os.umask(old_umask)
+            conn = apsw.Connection(
+                self.path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+            )
+        except apsw.CantOpenError as exc:
+            if not self.exists():
+                raise IndexMissing(f"no user index at {self.path}") from exc
+            raise
         try:
             conn.setbusytimeout(self._busy_ms)
             conn.execute("PRAGMA synchronous=OFF")  # on tmpfs, as for the session files
@@ -117,13 +137,8 @@ class UserIndex:
             conn.close()
 
     def _check(self, conn: apsw.Connection) -> None:
-        header = conn.execute(
-            "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
-        ).fetchall()
-        if header == [(0, 0)] and not conn.execute("SELECT 1 FROM sqlite_schema").fetchall():
-            conn.execute(_SCHEMA)  # a new, empty file (two creators: IF NOT EXISTS)
-            conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        elif header != [(INDEX_APPLICATION_ID, INDEX_VERSION)]:
+        header = conn.execute(_CHECK).fetchall()
+        if header != [(INDEX_APPLICATION_ID, INDEX_VERSION, 1)]:
             raise IndexDamaged(f"not a user index: {header}")
 
     def add(self, user: str, sid: str) -> str:
@@ -161,35 +176,69 @@ class UserIndex:
             for row in conn.execute("SELECT handle, user, sid, added_at FROM entry"):
                 yield _entry(row)
 
-    def replace_all(self, entries: Iterable[IndexEntry], *, keep_after: float) -> int:
-        """Replace the index by ``entries`` in one transaction; returns their number.
+    def rebuild(self, entries: Iterable[IndexEntry], *, keep_after: float) -> int:
+        """Make the index hold ``entries``; returns their number.
 
-        Entries added after ``keep_after`` stay (a login being saved meanwhile). A
-        damaged index file is removed first. Writers wait meanwhile (a login blocked
-        past their busy timeout fails with nothing recorded anywhere, never half done).
+        An existing index is rewritten in one transaction, keeping the entries added
+        after ``keep_after`` (a login being saved meanwhile); writers wait meanwhile (a
+        login blocked past its busy timeout fails with nothing recorded anywhere). A
+        missing index is built complete and linked into place; a damaged one is built
+        complete and renamed over it.
         """
+        rows = list(entries)
         try:
-            return self._replace(entries, keep_after)
+            return self._replace(rows, keep_after)
+        except IndexMissing:
+            if self._install(rows, replace=False):
+                return len(rows)
+            return self._replace(rows, keep_after)  # another process built it meanwhile
         except IndexDamaged as exc:
             log.warning("user index %s is damaged (%s): rebuilding it", self.path, exc)
-            self.discard()
-            return self._replace(entries, keep_after)
+            self._install(rows, replace=True)
+            return len(rows)
 
-    def _replace(self, entries: Iterable[IndexEntry], keep_after: float) -> int:
-        with self._reading() as conn:
-            conn.execute("BEGIN IMMEDIATE")
+    def _replace(self, entries: list[IndexEntry], keep_after: float) -> int:
+        with self._writing() as conn:
+            conn.execute("DELETE FROM entry WHERE added_at <= ?", (keep_after,))
+            conn.executemany("INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?)", entries)
+        return len(entries)
+
+    def _install(self, entries: list[IndexEntry], *, replace: bool) -> bool:
+        """Build the index complete under a temporary name, then put it in place.
+
+        ``replace``: rename it over the damaged file (its side files go first: SQLite
+        would replay a stale WAL into the new file). Otherwise link it, and return False
+        when an index appeared meanwhile (left as it is).
+        """
+        directory = os.path.dirname(self.path)
+        # A name the sweeper knows: a temporary file a crash leaves is removed.
+        temp = os.path.join(directory, f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+        old_umask = os.umask(0o077)  # the index names session ids: as private as they are
+        try:
+            conn = apsw.Connection(temp)
+        finally:
+            os.umask(old_umask)
+        try:
             try:
-                conn.execute("DELETE FROM entry WHERE added_at <= ?", (keep_after,))
-                count = 0
-                for row in entries:
-                    conn.execute("INSERT OR REPLACE INTO entry VALUES (?, ?, ?, ?)", tuple(row))
-                    count += 1
+                conn.execute(_SCHEMA)
+                conn.execute("BEGIN")
+                conn.executemany("INSERT INTO entry VALUES (?, ?, ?, ?)", entries)
                 conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(apsw.Error):
-                    conn.execute("ROLLBACK")
-                raise
-        return count
+                conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            finally:
+                conn.close()
+            if replace:
+                self.discard()
+                os.rename(temp, self.path)
+                return True
+            try:
+                os.link(temp, self.path)
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
     def discard(self) -> None:
         """Remove the index file and its side files (before a rebuild)."""

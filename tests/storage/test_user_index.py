@@ -10,13 +10,19 @@ import signal
 import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 from sqlite_session.ids import new_session_id
 from sqlite_session.janitor import stats, sweep
 from sqlite_session.store import Changes, OpenStatus, SessionStore, WriteOutcome
 from sqlite_session.store.accounts import Accounts
-from sqlite_session.store.user_index import INDEX_NAME, PRUNE_AFTER, UserIndex
+from sqlite_session.store.user_index import (
+    INDEX_APPLICATION_ID,
+    INDEX_NAME,
+    PRUNE_AFTER,
+    UserIndex,
+)
 
 
 @pytest.fixture
@@ -114,13 +120,63 @@ def test_a_missing_or_damaged_index_is_rebuilt_and_nobody_is_logged_out(
     if damage == "garbage":
         index.write_bytes(b"\xa5" * 4096)
     elif damage == "foreign database":
-        import apsw
-
         apsw.Connection(str(index)).execute("CREATE TABLE x(y)")
     assert {s.sid for s in Accounts(store).sessions("user0")} == {sids[0], sids[2]}
     assert {s.sid for s in Accounts(store).sessions("user1")} == {sids[1], sids[3]}
     for sid in sids:
         assert store.open(sid).status is OpenStatus.LIVE
+
+
+@pytest.mark.parametrize("planted", ["empty file", "header without its table"])
+def test_an_index_left_half_created_is_rebuilt_at_the_next_use(
+    store: SessionStore, planted: str
+) -> None:
+    """What a process killed while creating the index used to leave: every later use
+    failed with "no such table". Now it is rebuilt, for a login as for a listing."""
+    accounts = Accounts(store)
+    alice, bob = new_session(store), new_session(store)
+    accounts.assign(alice, "alice")
+    index = Path(accounts.index.path)
+    UserIndex(store.directory).discard()
+    index.touch(mode=0o600)
+    if planted == "header without its table":
+        conn = apsw.Connection(str(index))
+        conn.execute(f"PRAGMA application_id={INDEX_APPLICATION_ID}; PRAGMA user_version=1")
+        conn.close()
+    assert Accounts(store).assign(bob, "bob") is not None
+    assert [s.sid for s in Accounts(store).sessions("alice")] == [alice]
+    assert [s.sid for s in Accounts(store).sessions("bob")] == [bob]
+
+
+def test_a_new_index_appears_complete_or_not_at_all(store: SessionStore) -> None:
+    """The index is built under a temporary name: a child killed while building it
+    leaves no index file (only a temporary one the sweeper removes)."""
+    sid = new_session(store)
+    Accounts(store).assign(sid, "alice")
+    UserIndex(store.directory).discard()
+    child = multiprocessing.get_context("fork").Process(target=_build_index_then_die, args=(
+        store.directory,
+    ))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert not Path(UserIndex(store.directory).path).exists()
+    assert [s.sid for s in Accounts(store).sessions("alice")] == [sid]
+
+
+def _build_index_then_die(directory: str) -> None:
+    """In a child process: build the index and die by SIGKILL once its schema is written."""
+    real_execute = apsw.Connection.execute
+
+    class Dying(apsw.Connection):
+        def execute(self, statement: str, *args: object) -> apsw.Cursor:
+            cursor = real_execute(self, statement, *args)
+            if "CREATE TABLE entry" in statement or "PRAGMA application_id" in statement:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return cursor
+
+    apsw.Connection = Dying  # type: ignore[misc]
+    Accounts(SessionStore(directory)).rebuild()
 
 
 def test_the_sweeper_prunes_the_entries_of_the_sessions_it_removes(
