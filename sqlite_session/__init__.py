@@ -19,7 +19,7 @@ from .errors import (
     SessionTooLarge,
 )
 from .ext import SqliteSession
-from .interface import SessionFileInfo, SqliteSessionInterface
+from .interface import SessionFileInfo, SqliteSessionInterface, UserSession
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 
@@ -40,6 +40,7 @@ __all__ = [
     "SqliteSession",
     "SqliteSessionInterface",
     "TaggedJSONSerializer",
+    "UserSession",
     "current_session",
     "session",
 ]

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, has_request_context
 from flask import request as current_request
+from flask.globals import request_ctx
 from flask.sessions import SessionInterface, SessionMixin
 
 from .cookie_prefix import check_cookie_prefix
@@ -33,6 +34,37 @@ from .store.directory import prepare_directory, resolve_session_path
 log = logging.getLogger("sqlite_session")
 
 MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UserSession:
+    """One of a user's sessions, as :meth:`SqliteSessionInterface.user_sessions` lists it.
+
+    ``handle`` is opaque: it names the session for :meth:`~SqliteSessionInterface.
+    revoke_session` and nothing else (no cookie can be rebuilt from it). ``last_seen``
+    is the last request that moved the expiry (so within ``refresh_fraction`` of the
+    lifetime). ``user_agent`` and ``network`` are None unless ``record_client`` is on.
+    """
+
+    handle: str
+    established_at: datetime  # created, or last regenerated (the login)
+    last_seen: datetime
+    expires_at: datetime
+    current: bool  # the session of the request being handled
+    user_agent: str | None
+    network: str | None  # the client's network at login (a /24 or /48)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def _current_sid() -> str | None:
+    """The id of the current request's session, when there is one of ours."""
+    if not has_request_context():
+        return None
+    session = request_ctx.session
+    return session.sid if isinstance(session, PerKeySession) else None
 
 
 @dataclass(frozen=True)
@@ -96,6 +128,21 @@ class SqliteSessionInterface(SessionInterface):
         When Flask-Login is installed, give the session a new id at ``login_user()`` (and
         at a remember-me login) and end it at ``logout_user()`` (default True; see
         :mod:`.logins`).
+    ``user_key``
+        The session key whose value is the user the session belongs to (default
+        ``"_user_id"``, Flask-Login's): a request that sets, changes or deletes it (or
+        clears the session) records the session in, or drops it from, that user's list
+        (see :meth:`user_sessions`). :meth:`PerKeySession.set_user` does the same
+        without the key.
+    ``record_client``
+        Record the user agent and the client's network (a /24 or /48, never the
+        address) when a session gains its user, shown by :meth:`user_sessions`
+        (default False).
+    ``absolute_lifetime``
+        Seconds (or a ``timedelta``) after which a session ends however active it is,
+        counted from its creation or its last regenerate (a login), OWASP ASVS 3.3.2
+        (default None: no limit). Every expiry written is capped there, so reads and
+        the sweeper end it like an idle session.
     ``sweep_every``
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
@@ -121,8 +168,13 @@ class SqliteSessionInterface(SessionInterface):
         allow_unsafe_directory: bool = False,
         sweep_every: float | None = None,
         flask_login: bool = True,
+        user_key: str = "_user_id",
+        record_client: bool = False,
+        absolute_lifetime: float | timedelta | None = None,
     ) -> None:
         check_options(locals())  # the keyword options above, before anything is built
+        if isinstance(absolute_lifetime, timedelta):
+            absolute_lifetime = absolute_lifetime.total_seconds()
         self.path = prepare_directory(
             resolve_session_path(path), allow_unsafe=allow_unsafe_directory
         )
@@ -135,6 +187,7 @@ class SqliteSessionInterface(SessionInterface):
             connection_cache_size=connection_cache_size,
             allow_unsafe_directory=allow_unsafe_directory,
             refresh_fraction=refresh_fraction,
+            absolute_lifetime=absolute_lifetime,
         )
         self.settings = SessionSettings(
             store=self.store,
@@ -144,6 +197,8 @@ class SqliteSessionInterface(SessionInterface):
             strict=strict,
             regenerate_grace=regenerate_grace,
             refresh_fraction=refresh_fraction,
+            user_key=user_key,
+            record_client=record_client,
         )
         _warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
@@ -291,6 +346,43 @@ class SqliteSessionInterface(SessionInterface):
         dumps = self.settings.serializer.dumps
         rows = tuple((key, len(dumps(value))) for key, value in session.items())
         return SessionFileInfo(path, size, wal_size, rows)
+
+    # -- a user's sessions (OWASP ASVS 3.3.3, 3.3.4) ---------------------------------
+
+    def user_sessions(self, user: object) -> list[UserSession]:
+        """The live sessions of ``user`` (``str(user)``), oldest login first.
+
+        Found through the user index, whatever the number of sessions stored; each is
+        confirmed by its file. ``current`` marks the session of the request being
+        handled, if any.
+        """
+        current = _current_sid()
+        return [
+            UserSession(
+                handle=info.handle,
+                established_at=_utc(info.established_at),
+                last_seen=_utc(info.last_seen),
+                expires_at=_utc(info.expires_at),
+                current=info.sid == current,
+                user_agent=info.agent,
+                network=info.address,
+            )
+            for info in self.store.accounts.sessions(str(user))
+        ]
+
+    def revoke_session(self, user: object, handle: str) -> bool:
+        """End ``user``'s session of ``handle``; False if there was none.
+
+        From the moment this returns, no worker serves it again: a request of that
+        session already in flight finds it ended at its save and writes nothing.
+        """
+        return self.store.accounts.revoke(str(user), handle)
+
+    def revoke_user_sessions(self, user: object, *, keep_current: bool = False) -> int:
+        """End all of ``user``'s sessions, or all but the current request's
+        (``keep_current``: after a password change); returns how many were ended."""
+        keep = _current_sid() if keep_current else None
+        return self.store.accounts.revoke_all(str(user), keep_sid=keep)
 
     def _cookie_attributes(self, app: Flask) -> dict[str, Any]:
         """The attributes shared by the cookie set and its deletion (ValueError if invalid)."""

@@ -9,11 +9,14 @@ through, and the end-of-request save. What the save did is reported as facts in 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from enum import Enum
 from typing import NamedTuple
+
+from flask import has_request_context, request
 
 from .buffer import WriteBuffer
 from .errors import SessionLockTimeout, SessionStorageFull, SessionStorageUnavailable
@@ -25,10 +28,37 @@ from .store import (
     OpenStatus,
     SessionHandle,
     StorageBroken,
+    UserChange,
     WriteOutcome,
 )
 
 log = logging.getLogger("sqlite_session")
+
+_UNSET = object()  # set_user() not called
+# How much of the client's address is recorded at a login (record_client): the network,
+# enough to tell a place from another, not the host.
+IPV4_PREFIX = 24
+IPV6_PREFIX = 48
+AGENT_CHARS = 256
+
+
+def recorded_client() -> tuple[str | None, str | None]:
+    """The user agent and the coarse address of the current request's client."""
+    if not has_request_context():
+        return None, None
+    agent = request.headers.get("User-Agent")
+    address = request.remote_addr
+    return (agent[:AGENT_CHARS] if agent else None), (coarse_address(address) if address else None)
+
+
+def coarse_address(address: str) -> str | None:
+    """``address``'s network (a /24 of IPv4, a /48 of IPv6); None if it is not an address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class State(Enum):
@@ -82,6 +112,7 @@ class SessionLifecycle:
     _stored_permanent = False  # the permanent flag of the file when it was opened
     _handle: SessionHandle | None = None  # the bound file's; holds its connection until save
     _in_atomic = False
+    _explicit_user: object = _UNSET  # set_user()'s, until saved
     modified = False
     accessed = False
 
@@ -159,7 +190,7 @@ class SessionLifecycle:
 
     def _changes(self, now: float, *, move: bool = True) -> Changes:
         settings = self._settings
-        return self._buffer.changes(
+        changes = self._buffer.changes(
             settings.encode,
             strict=settings.strict,
             expires_at=now + self._lifetime(),
@@ -168,11 +199,44 @@ class SessionLifecycle:
             move_to=self._new_sid if move and self._state is State.BOUND else None,
             moved_grace=settings.regenerate_grace,
         )
+        changes.user = self._user_change()
+        return changes
+
+    def _user_change(self) -> UserChange | None:
+        """The user this request gives the session, if it changes it (a login, a logout).
+
+        Set by :meth:`set_user`, else by the ``user_key`` written, deleted or cleared;
+        None for the other requests (most): then the save does nothing for accounts.
+        """
+        buffer = self._buffer
+        key = self._settings.user_key
+        if self._explicit_user is not _UNSET:
+            user = self._explicit_user
+        elif key in buffer.dirty:
+            user = buffer.values[key]
+        elif key in buffer.deleted or buffer.cleared:
+            user = None
+        else:
+            return None
+        if user is None:
+            return UserChange(None)
+        if self._settings.record_client:
+            return UserChange(str(user), *recorded_client())
+        return UserChange(str(user))
+
+    def set_user(self, user: object) -> None:
+        """Make the session belong to ``user`` (None: to nobody) when it is saved.
+
+        For apps that do not keep the user under ``user_key``; ``str(user)`` is recorded.
+        """
+        self._explicit_user = user
+        self.modified = self.accessed = True
 
     def _settled(self, outcome: WriteOutcome) -> None:
         """Forget the pending changes that a write has just made durable."""
         removed = outcome is WriteOutcome.REMOVED
         self._buffer.settled(removed=removed)
+        self._explicit_user = _UNSET
         if removed:
             self._state = State.NEW
             self._stale_cookie = True
@@ -294,8 +358,9 @@ class SessionLifecycle:
                 # a session in use expire.)
                 log.warning("session %s: expiry refresh skipped: %s", short_id(self._sid), exc)
                 return SaveResult(self._sid, self._expires_at)
-            if not refreshed:
+            if refreshed is None:
                 return _SESSION_ENDED
-            self._expires_at = now + lifetime
-            return SaveResult(self._sid, self._expires_at, False, True, bool(self._permanent))
+            moved = refreshed != self._expires_at  # (not at an absolute deadline)
+            self._expires_at = refreshed
+            return SaveResult(self._sid, refreshed, False, moved, bool(self._permanent))
         return SaveResult(self._sid, self._expires_at)

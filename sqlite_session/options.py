@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 from .store import PAGE_SIZE
@@ -80,6 +81,14 @@ RULES: dict[str, Rule] = {
     # 0 used to start no sweeper without a word: None is the one way to turn it off.
     "sweep_every": _or_none(_SECONDS),
     "flask_login": _FLAG,
+    "user_key": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty str"),
+    "record_client": _FLAG,
+    "absolute_lifetime": _or_none(
+        Rule(
+            lambda v: (_is_number(v) and v > 0) or (isinstance(v, timedelta) and v > timedelta()),
+            "a finite number of seconds > 0 or a positive timedelta",
+        )
+    ),
 }
 
 

@@ -21,6 +21,8 @@ class SessionSettings:
     strict: bool
     regenerate_grace: float
     refresh_fraction: float
+    user_key: str = "_user_id"  # the key whose value is the user the session belongs to
+    record_client: bool = False  # record the user agent and coarse address at a login
 
     def encode(self, key: str, value: Any) -> bytes:
         """``session[key] = value`` as stored; TypeError or SessionTooLarge if it cannot be."""

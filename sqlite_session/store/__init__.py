@@ -13,7 +13,7 @@ from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus
 from .handle import SessionHandle
 from .removal import SweepOutcome
 from .store import Opened, SessionStore
-from .transaction import Changes, Transaction, WriteOutcome
+from .transaction import Changes, Transaction, UserChange, WriteOutcome
 
 __all__ = [
     "PAGE_SIZE",
@@ -31,5 +31,6 @@ __all__ = [
     "StorageBroken",
     "SweepOutcome",
     "Transaction",
+    "UserChange",
     "WriteOutcome",
 ]

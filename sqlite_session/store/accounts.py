@@ -29,7 +29,8 @@ from .checkout import Checkout
 from .errors import StorageBroken, on_open_file
 from .format import SUFFIX, Account, OpenStatus, read_account, read_meta
 from .store import SessionStore
-from .user_index import PRUNE_AFTER, IndexDamaged, IndexEntry, UserIndex
+from .transaction import UserChange
+from .user_index import PRUNE_AFTER, IndexDamaged, IndexEntry, IndexMissing, UserIndex
 
 log = logging.getLogger("sqlite_session")
 
@@ -90,6 +91,10 @@ class Accounts:
         session files and the operation run again (never an error for a request)."""
         try:
             return operation()
+        except IndexMissing:
+            log.info("user index %s is missing: building it", self.index.path)
+            self.rebuild()
+            return operation()
         except IndexDamaged as exc:
             log.warning("user index %s: %s: rebuilding it", self.index.path, exc)
             self.rebuild()
@@ -140,20 +145,41 @@ class Accounts:
         with self.store.transaction(sid) as tx:
             if tx.status is not OpenStatus.LIVE:
                 return None
-            account = tx.account()
-            if account.user == user:
-                return account.handle
-            handle = None if user is None else self._repaired(lambda: self.index.add(user, sid))
             assert tx.meta is not None
             lifetime = tx.meta.expires_at - time.time()
-            tx.set_account(
-                account._replace(
-                    handle=handle, user=user, agent=agent, address=address, lifetime=lifetime
-                )
-            )
-        if account.handle is not None:
-            self._remove_entries([account.handle])
-        return handle
+            return tx.record_user(UserChange(user, agent, address), lifetime)
+
+    def add_entry(self, user: str, sid: str) -> str:
+        """Add the index entry of ``sid`` belonging to ``user`` (committed); its handle.
+
+        Called under the session file's write lock, before the file records the user.
+        An index that cannot be written now is :class:`SessionStorageUnavailable` (the
+        caller's transaction rolls back: nothing recorded anywhere), never taken for
+        damage of the session file.
+        """
+        try:
+            return self._repaired(lambda: self.index.add(user, sid))
+        except (apsw.Error, OSError) as exc:
+            raise SessionStorageUnavailable(f"the user index cannot be written: {exc}") from exc
+
+    def new_account(self, change: UserChange, sid: str, lifetime: float) -> Account | None:
+        """What a new session file ``sid`` records of ``change.user`` (None: no user),
+        its index entry added first (see :meth:`add_entry`)."""
+        if change.user is None:
+            return None
+        handle = self.add_entry(change.user, sid)
+        return Account(None, handle, change.user, change.agent, change.address, lifetime)
+
+    def forget_entries(self, handles: list[str]) -> None:
+        """Drop the entries of ``handles`` after their session files let them go.
+
+        A failure is logged and left: an entry its file does not confirm is ignored by
+        every reader and pruned later.
+        """
+        try:
+            self._remove_entries(handles)
+        except (apsw.Error, OSError) as exc:
+            log.warning("user index entries left for pruning: %s", exc)
 
     def _remove_entries(self, handles: list[str]) -> None:
         self._repaired(lambda: self.index.remove(handles))

@@ -15,7 +15,7 @@ from ..errors import SessionError, SessionStorageUnavailable
 from .connection import OPEN_FLAGS, Connector
 from .directory import recreate_directory
 from .errors import short_of_resources, unavailable, without_names
-from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState
+from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState, write_account
 from .transaction import Changes
 
 
@@ -123,6 +123,8 @@ class FileBuilder:
                         time.time(),  # established: created, or regenerated (a move)
                     ),
                 )
+                if changes.account is not None:
+                    write_account(conn, changes.account)
                 for key, value in changes.upserts.items():
                     conn.execute(INSERT_KV, (key, value, seq))
                 connector.check_key_count(len(changes.upserts), key)

@@ -161,8 +161,8 @@ class SessionHandle:
         with self.transaction() as tx:
             return tx.apply(changes)
 
-    def refresh(self, expires_at: float) -> bool:
-        """Push a live session's expiry to ``expires_at``; False if it is no longer live."""
+    def refresh(self, expires_at: float) -> float | None:
+        """Push a live session's expiry to ``expires_at``: see :meth:`Transaction.refresh`."""
         with self.transaction() as tx:
             return tx.refresh(expires_at)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from contextlib import AbstractContextManager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import apsw
 
@@ -19,6 +20,9 @@ from .handle import SessionHandle
 from .pool import ConnectionPool
 from .removal import SweepOutcome, sweep_file
 from .transaction import Changes, Transaction, WriteOutcome
+
+if TYPE_CHECKING:
+    from .accounts import Accounts
 
 log = logging.getLogger("sqlite_session")
 
@@ -47,7 +51,8 @@ class SessionStore:
     re-created with the interface's checks (``allow_unsafe_directory``).
     ``refresh_fraction`` is the interface's: how much of the lifetime the file's mtime (the
     sweeper's hint) may trail a new expiry before a write moves it too (see
-    :meth:`Transaction.apply`).
+    :meth:`Transaction.apply`). ``absolute_lifetime`` (seconds, or None) caps every
+    expiry written at the session's establishment plus that (see :meth:`capped`).
     """
 
     def __init__(
@@ -60,8 +65,10 @@ class SessionStore:
         connection_cache_size: int = 128,
         allow_unsafe_directory: bool = False,
         refresh_fraction: float = 0.0,
+        absolute_lifetime: float | None = None,
     ) -> None:
         self.refresh_fraction = refresh_fraction
+        self.absolute_lifetime = absolute_lifetime
         self.directory = os.path.realpath(directory)
         self._prefix = os.path.join(directory, "")
         self._pool = ConnectionPool(connection_cache_size)
@@ -73,6 +80,23 @@ class SessionStore:
             max_keys=max_keys,
         )
         self._builder = FileBuilder(self.connector, allow_unsafe_directory=allow_unsafe_directory)
+
+    @functools.cached_property
+    def accounts(self) -> Accounts:
+        """Who this directory's sessions belong to (built at the first login or listing)."""
+        from .accounts import Accounts  # (it builds on the store)
+
+        return Accounts(self)
+
+    def capped(self, expires_at: float, established_at: float | None) -> float:
+        """``expires_at``, no later than ``established_at`` plus the absolute lifetime.
+
+        A session stored by version 0.1 has no establishment time and is not capped.
+        So the stored expiry is the one deadline readers and the sweeper check.
+        """
+        if self.absolute_lifetime is None or established_at is None:
+            return expires_at
+        return min(expires_at, established_at + self.absolute_lifetime)
 
     def path_for(self, sid: str) -> str:
         """The file of session ``sid`` (which the caller has validated as an id)."""
@@ -137,8 +161,14 @@ class SessionStore:
         """Write a new session file for ``sid`` holding ``changes.upserts``.
 
         See :meth:`FileBuilder.create`: never seen half-built, and a failure is a
-        :class:`SessionError`, never a raw ``OSError``.
+        :class:`SessionError`, never a raw ``OSError``. The new session is established
+        now: ``changes.expires_at`` is capped accordingly (see :meth:`capped`).
         """
+        now = time.time()
+        if changes.user is not None and changes.account is None:  # a new session's login
+            lifetime = changes.expires_at - now
+            changes.account = self.accounts.new_account(changes.user, sid, lifetime)
+        changes.expires_at = self.capped(changes.expires_at, now)
         self._builder.create(self.path_for(sid), changes, seq)
 
     def forget(self, sid: str) -> None:

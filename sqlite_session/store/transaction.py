@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import apsw
 
@@ -48,6 +48,18 @@ class WriteOutcome(Enum):
     SUPERSEDED = "superseded"  # another request regenerated the session; nothing written
 
 
+class UserChange(NamedTuple):
+    """A request's change of the user its session belongs to (a login, a logout).
+
+    ``user`` None: the session belongs to nobody from now on. ``agent`` and ``address``
+    are what the app records of the client at a login (None when it records nothing).
+    """
+
+    user: str | None
+    agent: str | None = None
+    address: str | None = None
+
+
 @dataclass
 class Changes:
     """A batch of changes to one session, applied in one transaction.
@@ -55,6 +67,10 @@ class Changes:
     ``expected`` enables strict mode: for each key, the version this request read
     (None: the key was absent); a key not listed must not have been written since the
     change counter ``baseline`` that the request saw when it opened the session.
+    ``user``: the session's user changes (None: it does not, and the batch costs no
+    statement for accounts). ``account``: what a new file records of its user (a move).
+    A write caps ``expires_at`` at the store's absolute lifetime (see
+    :meth:`SessionStore.capped`) and leaves the expiry it stored there.
     """
 
     upserts: dict[str, bytes] = field(default_factory=dict)
@@ -66,6 +82,8 @@ class Changes:
     baseline: int = 0
     move_to: str | None = None
     moved_grace: float = 0.0
+    user: UserChange | None = None
+    account: Account | None = None
 
     @property
     def value_bytes(self) -> int:
@@ -89,8 +107,10 @@ class Transaction:
         self._path = store.path_for(sid)
         self._conn = conn
         self.meta = meta
+        self._sid = sid
         self._removal: Removal | None = None
         self.new_mtime: float | None = None  # the mtime after_commit sets
+        self._stale_handles: list[str] = []  # index entries to drop once committed
 
     @property
     def status(self) -> OpenStatus:
@@ -137,11 +157,15 @@ class Transaction:
         except apsw.FullError as exc:
             raise connector.full_error(self._path, key, changes.value_bytes) from exc
         if nkeys <= 0:
+            self._drop_user()
             self._remove(seq)
             return WriteOutcome.REMOVED
         if changes.move_to is not None:
             self._move(changes, seq)
             return WriteOutcome.MOVED
+        if changes.user is not None:
+            self.record_user(changes.user, changes.expires_at - now)
+        changes.expires_at = self._capped(changes.expires_at)
         conn.execute(
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
@@ -159,14 +183,78 @@ class Transaction:
             self.new_mtime = expires_at
         return WriteOutcome.WRITTEN
 
-    def refresh(self, expires_at: float) -> bool:
-        """Push a live session's expiry to ``expires_at``; False if it is no longer live."""
+    def refresh(self, expires_at: float) -> float | None:
+        """Push a live session's expiry to ``expires_at`` (capped at its absolute
+        lifetime); returns the expiry stored, or None if the session is no longer live."""
         if self.status is not OpenStatus.LIVE:
-            return False
-        assert self._conn is not None
+            return None
+        assert self._conn is not None and self.meta is not None
+        expires_at = self._capped(expires_at)
+        if expires_at <= self.meta.expires_at:
+            return self.meta.expires_at  # at its absolute deadline: nothing to move
         self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
         self.new_mtime = expires_at
-        return True
+        return expires_at
+
+    def _capped(self, expires_at: float) -> float:
+        """``expires_at``, capped at the session's absolute deadline (when there is one)."""
+        if self._store.absolute_lifetime is None:
+            return expires_at
+        return self._store.capped(expires_at, self.account().established_at)
+
+    # -- the user the session belongs to (see .accounts: the index entry comes first) --
+
+    def record_user(self, change: UserChange, lifetime: float) -> str | None:
+        """Make the session belong to ``change.user``; returns its handle in the index.
+
+        The index entry is committed first, the file's columns with this transaction,
+        and the old entry dropped after that. A session already belonging to the user
+        keeps its handle and what was recorded at its login. ``lifetime``: the idle
+        lifetime, from which the last request is inferred.
+        """
+        account = self.account()
+        if account.user == change.user:
+            return account.handle
+        handle = None
+        if change.user is not None:
+            handle = self._store.accounts.add_entry(change.user, self._sid)
+        self.set_account(
+            account._replace(
+                handle=handle,
+                user=change.user,
+                agent=change.agent,
+                address=change.address,
+                lifetime=lifetime,
+            )
+        )
+        self._forget_handle(account.handle)
+        return handle
+
+    def _drop_user(self) -> None:
+        """The session is about to be removed: its index entry goes once that is committed."""
+        self._forget_handle(self.account().handle)
+
+    def _forget_handle(self, handle: str | None) -> None:
+        if handle is not None:
+            self._stale_handles.append(handle)
+
+    def _moved_account(self, changes: Changes) -> Account | None:
+        """What the regenerated session's file records of its user (None: no user).
+
+        The user the request sets, else the session's own unless the batch cleared it
+        (a logout); its index entry, under the new id, is committed before the file.
+        """
+        account = self.account()
+        self._forget_handle(account.handle)
+        if changes.user is not None:
+            change = changes.user
+        elif account.user is not None and not changes.clear:
+            change = UserChange(account.user, account.agent, account.address)
+        else:
+            return None
+        assert changes.move_to is not None
+        lifetime = changes.expires_at - time.time()
+        return self._store.accounts.new_account(change, changes.move_to, lifetime)
 
     def account(self) -> Account:
         """The session's :class:`Account`, as of this transaction."""
@@ -217,9 +305,11 @@ class Transaction:
             upserts=read_items(self._conn),
             permanent=changes.permanent,
             expires_at=changes.expires_at,
+            account=self._moved_account(changes),
         )
         try:
             self._store.create(changes.move_to, copy, seq=seq)
+            changes.expires_at = copy.expires_at  # capped from the new file's establishment
         except (apsw.Error, OSError) as exc:
             # Not damage to this session (the transaction's handler would take a
             # CantOpenError for that and move the user to a fresh session): the move
@@ -239,9 +329,12 @@ class Transaction:
         self.new_mtime = tombstone_until
 
     def committed(self) -> None:
-        """Right after the commit, on the same connection: prepare a removal's unlink."""
+        """Right after the commit, on the same connection: prepare a removal's unlink,
+        and drop the index entries the committed file no longer confirms."""
         if self._removal is not None and self._conn is not None:
             self._removal.flush(self._conn)
+        if self._stale_handles:
+            self._store.accounts.forget_entries(self._stale_handles)
 
     def after_commit(self) -> bool:
         """Mirror the new expiry into the mtime, or unlink a tombstoned file.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ BAD_VALUES: dict[str, list[Any]] = {
     "allow_unsafe_directory": ["yes", 1],
     "sweep_every": [0, -3, "60", math.inf, False],
     "flask_login": ["false", 0, None],
+    "user_key": ["", 7, None, b"_user_id"],
+    "record_client": ["yes", 1, None],
+    "absolute_lifetime": [0, -1, "3600", math.inf, True, timedelta(0), timedelta(seconds=-5)],
 }
 CASES = [(name, value) for name, values in BAD_VALUES.items() for value in values]
 

@@ -197,7 +197,7 @@ def test_the_sweeper_prunes_the_entries_of_the_sessions_it_removes(
 
 def _assign_then_die(directory: str, sid: str, kill_after_index: bool) -> None:
     """In a child process: record alice in ``sid`` and die by SIGKILL half-way."""
-    accounts = Accounts(SessionStore(directory))
+    accounts = SessionStore(directory).accounts
     if kill_after_index:
         add = accounts.index.add
 
