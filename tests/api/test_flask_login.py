@@ -4,6 +4,8 @@ Flask-Login and real session files."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +128,54 @@ def test_a_remember_me_login_gives_the_session_a_new_id(session_dir: Path) -> No
     assert victim.get("/whoami").text.startswith("alice cart=bait")
     assert cookie_value(victim) != planted
     assert attacker.get("/whoami").text.startswith("anonymous cart=None")
+
+
+def listed(app: Flask, user: str) -> set[str]:
+    interface = app.session_interface
+    assert isinstance(interface, SqliteSessionInterface)
+    return {info.sid for info in interface.store.accounts.sessions(user)}
+
+
+def test_login_lists_the_session_and_logout_ends_and_unlists_it(session_dir: Path) -> None:
+    """login_user(): a new id, listed under the user; logout_user(): the old id leads to
+    nothing and is no longer listed (the flash after it lives under a fresh id)."""
+    app = login_app(session_dir)
+    client = app.test_client()
+    client.get("/cart/apple")
+    anonymous = sid_of(client)
+    client.get("/login/alice")
+    logged_in = sid_of(client)
+    assert logged_in != anonymous
+    assert listed(app, "alice") == {logged_in}
+    client.get("/logout")
+    assert not session_path(session_dir, logged_in).exists()
+    assert listed(app, "alice") == set()
+    assert (
+        planted_client(app, cookie_value(client) or "").get("/whoami").text.startswith("anonymous")
+    )
+
+
+def test_revoke_from_the_cli_logs_the_user_out_at_the_next_request(session_dir: Path) -> None:
+    app = login_app(session_dir)
+    phone, laptop = app.test_client(), app.test_client()
+    phone.get("/login/alice")
+    laptop.get("/login/alice")
+    assert laptop.get("/whoami").text.startswith("alice")
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sqlite-session"),
+            "revoke",
+            str(session_dir),
+            "--user",
+            "alice",
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2" in result.stdout
+    assert phone.get("/whoami").text.startswith("anonymous")
+    assert laptop.get("/whoami").text.startswith("anonymous")
+    assert listed(app, "alice") == set()
