@@ -8,8 +8,11 @@ For each N it creates a fresh flat directory of N session files (copies of two r
 session files made by the store, one expired and one live, with the mtime mirror set as
 the store sets it), then measures what a flat directory costs at that size (creating,
 looking up present and absent names, listing, unlinking) and runs the real command
-line, ``python -m sqlite_session stats`` and ``sweep``, each in its own child process
-whose peak RSS is read with ``os.wait4``. The directory is removed at the end.
+line, ``python -m sqlite_session stats`` and ``sweep`` (a full sweep, then a no-op one),
+each in its own child process whose peak RSS is read with ``os.wait4``. The reference
+row is a plain ``find DIR -name '*.session' ! -newermt @NOW -delete`` (what Debian's
+PHP session cleaner does) run on an identical copy of the directory, side by side. The
+directories are removed at the end.
 ``--sizing`` also reports the tmpfs bytes per small session created through the store.
 """
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from sqlite_session.ids import new_session_id
 from sqlite_session.serializer import TaggedJSONSerializer
 from sqlite_session.store import SUFFIX, Changes, SessionStore
+from sqlite_session.store.mirror import set_mirror
 
 SAMPLE = 20_000  # names kept for the lookup measurement
 
@@ -86,7 +90,7 @@ def populate(directory: str, n: int) -> tuple[float, list[str]]:
         data, expires_at = (expired, expired_at) if i % 2 else (live, live_at)
         fd = os.open(os.path.join(directory, name), flags, 0o600)
         os.write(fd, data)
-        os.utime(fd, (expires_at, expires_at))
+        set_mirror(fd, expires_at)
         os.close(fd)
         if i % every == 0:
             sample.append(name)
@@ -127,37 +131,67 @@ def unlink_all(directory: str) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+def find_delete(directory: str, now: float) -> float:
+    """Seconds a plain ``find -delete`` takes to remove the sessions expired by ``now``."""
+    command = ["find", directory, "-maxdepth", "1", "-name", "*" + SUFFIX]
+    command += ["!", "-newermt", f"@{now:.0f}", "-delete"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - start
+
+
+def swept_seconds(child: Child) -> float:
+    match = re.search(r" in ([0-9.]+) s", child.output)
+    assert match is not None, child.output
+    return float(match.group(1))
+
+
 def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
 
-def bench(base: str, n: int) -> str:
+def left(directory: str) -> int:
+    return sum(1 for name in os.listdir(directory) if name.endswith(SUFFIX))
+
+
+def bench(base: str, n: int) -> tuple[str, str]:
+    """The janitor's row and the reference row for N sessions."""
     directory = os.path.join(base, f"bench-sweep-{n}")
-    shutil.rmtree(directory, ignore_errors=True)
-    os.mkdir(directory, 0o700)
+    reference = os.path.join(base, f"bench-find-{n}")
+    for path in (directory, reference):
+        shutil.rmtree(path, ignore_errors=True)
+        os.mkdir(path, 0o700)
     try:
         created, sample = populate(directory, n)
+        populate(reference, n)
         present, absent = lookups(directory, sample)
         listed = listing(directory)
         stats = run_child("stats", "--json", directory)
         stats_seconds = float(json.loads(stats.output)["seconds"])
+        found_seconds = find_delete(reference, time.time())
         swept = run_child("sweep", directory)
-        match = re.search(r" in ([0-9.]+) s", swept.output)
-        assert match is not None, swept.output
-        sweep_seconds = float(match.group(1))
-        remaining = sum(1 for name in os.listdir(directory) if name.endswith(SUFFIX))
-        if remaining != n - n // 2:
-            raise SystemExit(f"sweep left {remaining} sessions, expected {n - n // 2}")
+        sweep_seconds = swept_seconds(swept)
+        noop_seconds = swept_seconds(run_child("sweep", directory))
+        if left(directory) != n - n // 2 or left(reference) != n - n // 2:
+            raise SystemExit(f"left {left(directory)} and {left(reference)}, not {n - n // 2}")
         unlinked, unlink_seconds = unlink_all(directory)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        for path in (directory, reference):
+            shutil.rmtree(path, ignore_errors=True)
     print(f"  N={n}: {swept.output}", file=sys.stderr)
-    return (
+    live = n - n // 2
+    row = (
         f"| {n:,} | {n / created:,.0f}/s | {present:.1f} / {absent:.1f} µs | {listed:.2f} s "
         f"| {stats_seconds:.2f} s | {n / stats_seconds:,.0f}/s | {mib(stats.max_rss_kib)} "
-        f"| {sweep_seconds:.1f} s | {n / sweep_seconds:,.0f}/s | {mib(swept.max_rss_kib)} "
+        f"| {sweep_seconds:.2f} s | {n / sweep_seconds:,.0f}/s | {mib(swept.max_rss_kib)} "
+        f"| {sweep_seconds / found_seconds:.2f}x | {live / noop_seconds:,.0f}/s "
         f"| {unlinked / unlink_seconds:,.0f}/s |"
     )
+    reference_row = (
+        f"| {n:,} | `find -delete` of the same expired half, on a copy "
+        f"| {found_seconds:.2f} s | {n / found_seconds:,.0f}/s |"
+    )
+    return row, reference_row
 
 
 def sizing(base: str, n: int = 10_000) -> str:
@@ -200,11 +234,17 @@ def main() -> None:
         print(sizing(args.dir) + "\n")
     print(
         "| sessions | create | lstat present / absent | list dir | stats | stats rate "
-        "| stats peak RSS | sweep (half expired) | sweep rate | sweep peak RSS | unlink |"
+        "| stats peak RSS | sweep (half expired) | sweep rate | sweep peak RSS "
+        "| sweep / find | no-op sweep | unlink |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    references = []
     for n in args.sizes:
-        print(bench(args.dir, n), flush=True)
+        row, reference_row = bench(args.dir, n)
+        references.append(reference_row)
+        print(row, flush=True)
+    print("\n| sessions | reference | time | rate |\n|---|---|---|---|")
+    print("\n".join(references))
 
 
 if __name__ == "__main__":

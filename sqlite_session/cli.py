@@ -3,7 +3,8 @@ user's sessions (sessions, revoke, reindex).
 
 Exit status: 0 on success (also when another sweep of PATH was running and this one
 stood down), 1 when PATH is missing, not a directory or cannot be read (or, for a sweep,
-written), 2 for a usage error (argparse's own).
+written), when a sweep found only foreign entries in it (the wrong directory?) or could
+not remove some files, 2 for a usage error (argparse's own).
 """
 
 from __future__ import annotations
@@ -90,7 +91,18 @@ def _sweep(args: argparse.Namespace) -> int:
             lock.record_sweep(time.time())
     if progress is not None:
         progress.done()
-    print(report.summary())
+    if not args.quiet:
+        print(report.summary())
+    if report.nothing_of_ours:
+        print(
+            f"{PROG}: error: {args.path} holds no session files, only {report.foreign} "
+            "foreign entries: is it the session directory?",
+            file=sys.stderr,
+        )
+        return 1
+    if report.errors:
+        print(f"{PROG}: error: {report.errors} files could not be removed", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -226,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep_cmd.add_argument(
         "-v", "--verbose", action="store_true", help="report every file acted on"
+    )
+    sweep_cmd.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing unless something is wrong (for cron, which mails any output)",
     )
     sweep_cmd.add_argument(
         "--grace",

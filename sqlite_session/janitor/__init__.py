@@ -9,15 +9,16 @@ directory at a time, :mod:`.background` sweeps from inside the app, and
 
 from .background import BackgroundSweeper
 from .directory_stats import DirectoryStats, stats
-from .lock import LOCK_NAME, SweepLock, sweep_lock
+from .lock import RECORD_NAME, SweepLock, sweep_lock
 from .report import Event, SweepReport
-from .sweeping import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, PROGRESS_EVERY, sweep
+from .sweeping import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, LSTAT_GRACE, PROGRESS_EVERY, sweep
 
 __all__ = [
     "DEFAULT_GRACE",
     "DEFAULT_LOCK_TIMEOUT",
-    "LOCK_NAME",
+    "LSTAT_GRACE",
     "PROGRESS_EVERY",
+    "RECORD_NAME",
     "BackgroundSweeper",
     "DirectoryStats",
     "Event",

@@ -43,6 +43,7 @@ class BackgroundSweeper:
         self._pid: int | None = None
         self._stopped = False
         self._stop = threading.Event()
+        self._last_sweep = 0.0  # this process's own, for a directory with no room for the record
         # One start lock per process id: a lock inherited through fork may be held forever.
         self._start_locks: dict[int, threading.Lock] = {}
 
@@ -77,11 +78,17 @@ class BackgroundSweeper:
     def sweep_once(self) -> SweepReport | None:
         """Sweep now unless another process is sweeping or did less than ``interval`` ago."""
         with sweep_lock(self.directory) as lock:
-            if lock is None or 0 <= time.time() - lock.last_sweep < self.interval:
+            if lock is None:
+                return None
+            last_sweep = max(lock.last_sweep, self._last_sweep)
+            if 0 <= time.time() - last_sweep < self.interval:
                 return None  # (a last sweep "in the future" means the clock went back)
             report = sweep(self.directory, grace=self.grace, lock_timeout=self.lock_timeout)
-            lock.record_sweep(time.time())
+            self._last_sweep = time.time()
+            lock.record_sweep(self._last_sweep)
         log.info("sweep of %s: %s", self.directory, report.summary())
+        if report.nothing_of_ours:
+            log.warning("sweep of %s: no session files in it, only foreign entries", self.directory)
         if report.broken or report.unsafe or report.unopened or report.foreign or report.errors:
             log.warning(
                 "sweep of %s found %d unreadable, %d planted or read-only and %d unopenable "

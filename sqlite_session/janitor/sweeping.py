@@ -1,16 +1,22 @@
 """One sweep of a session directory: remove expired session files and stale leftovers.
 
 A sweep streams the directory with :func:`os.scandir` (memory does not grow with the
-number of files) and costs one ``lstat`` per fresh session: a session file's mtime
-mirrors its expiry, so a file whose mtime is in the future is skipped unopened. Only the
-other files are opened, and only through :meth:`SessionStore.sweep_file`, which takes the
-session's write lock, re-reads the expiry, tombstones, commits and then unlinks: a
-request that holds the old inode sees the tombstone instead of writing into a file
-nobody will read again, and a session in use (its lock held) is skipped.
+number of files) and costs one ``lstat`` per session whose mtime mirrors its expiry
+(see :mod:`sqlite_session.store.mirror`: the mirror is never earlier than the stored
+expiry). A file whose mirror is in the future is live and skipped. A file whose mirror
+passed more than :data:`LSTAT_GRACE` seconds ago has expired, and an expired session is
+dead for good (every read checks the expiry, and no write revives it), so it is unlinked
+on the spot, without opening SQLite, when no connection has it open (no ``-wal`` file
+next to it): a process that opens it at that moment reads an expired session or finds
+nothing. The other files (no mirror: SQLite wrote them since; a ``-wal``: open
+somewhere; just expired) are opened through :meth:`SessionStore.sweep_file`, which takes
+the session's write lock, re-reads the expiry, tombstones, commits and then unlinks, and
+skips a session in use (its lock held); it also puts a live file's mirror back.
 
 What is removed, and what is never touched
     * ``<id>.session`` files whose stored expiry has passed (and MOVED tombstones whose
-      grace has passed).
+      grace has passed), whatever ``grace`` says: one that cannot be opened for lack of
+      space is read without a lock (see ``_sweep_without_space``).
     * ``<id>.session`` files that opened and proved not to be a session (corrupt,
       truncated, empty, another program's database) when their name has the exact shape
       of one of our ids and nothing has touched them (``ctime``) for ``grace`` seconds.
@@ -41,21 +47,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import time
 from collections.abc import Callable
+from stat import S_ISDIR, S_ISREG
 
 from ..ids import is_valid_session_id
-from ..store import TEMP_PREFIX, SessionStore, SweepOutcome
+from ..store import SUFFIX, TEMP_PREFIX, SessionStore, SweepOutcome
 from ..store.accounts import Accounts
+from ..store.mirror import mirrored
 from ..store.user_index import INDEX_FILES
 from .entries import Kind, kind_of, main_file, session_id
-from .lock import LOCK_NAME, try_flock
+from .lock import JANITOR_FILES, try_flock
 from .report import Event, SweepReport
 
 DEFAULT_GRACE = 3600.0
 DEFAULT_LOCK_TIMEOUT = 0.1
 PROGRESS_EVERY = 4096  # entries between two progress callbacks
+# How long after its mirrored expiry a file goes on its lstat alone: longer than any
+# request takes between finding its session live and moving the mirror on.
+LSTAT_GRACE = 2.0
 
 _PROBE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
@@ -66,6 +76,7 @@ class _Sweep:
     def __init__(
         self,
         directory: str,
+        dir_fd: int,
         now: float,
         dry_run: bool,
         grace: float,
@@ -73,7 +84,9 @@ class _Sweep:
         on_event: Event | None,
     ) -> None:
         self.directory = directory
+        self.dir_fd = dir_fd
         self.now = now
+        self.lstat_deadline = now - LSTAT_GRACE  # a mirror before it: expired for sure
         self.dry_run = dry_run
         self.grace = grace
         # Its own store: no connection pool (capacity 0), a short lock wait.
@@ -88,25 +101,34 @@ class _Sweep:
     def entry(self, entry: os.DirEntry[str]) -> None:
         """Look at one directory entry: one ``lstat``, more only for candidates."""
         name, report = entry.name, self.report
-        if name == LOCK_NAME or name in INDEX_FILES:
-            return
         try:
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             report.vanished += 1
             return
-        if not stat.S_ISREG(st.st_mode):
-            report.foreign += 1
-            self.event("foreign (not a regular file)", name)
+        if name.endswith(SUFFIX) and name[0] != "." and S_ISREG(st.st_mode):
+            # (the kind_of() of a session, tested first: nearly every entry is one)
+            report.sessions += 1
+            if st.st_mtime > self.now:
+                report.fresh += 1
+            else:
+                self.candidate(name, st)
+        elif name not in JANITOR_FILES and name not in INDEX_FILES:
+            self.other(name, st)
+
+    def other(self, name: str, st: os.stat_result) -> None:
+        """Any entry but a session file and the janitor's own files."""
+        report = self.report
+        if not S_ISREG(st.st_mode):
+            if S_ISDIR(st.st_mode):
+                report.directories += 1  # (lost+found on a filesystem of its own)
+                self.event("directory, left alone", name)
+            else:
+                report.foreign += 1
+                self.event("foreign (not a regular file)", name)
             return
         kind = kind_of(name)
-        if kind is Kind.SESSION:
-            try:
-                self.session(name, st)
-            except OSError as exc:  # e.g. unlink refused: the next sweep retries
-                report.errors += 1
-                self.event(f"error: {exc}", name)
-        elif kind is Kind.TEMPORARY:
+        if kind is Kind.TEMPORARY:
             self.temporary(name, st)
         elif kind is Kind.SIDECAR:
             self.sidecar(name, st)
@@ -114,17 +136,34 @@ class _Sweep:
             report.foreign += 1
             self.event("foreign", name)
 
-    def session(self, name: str, st: os.stat_result) -> None:
+    def candidate(self, name: str, st: os.stat_result) -> None:
+        """A session file whose mtime is not in the future: expired, or not mirrored."""
+        try:
+            self.expire(name, st)
+        except OSError as exc:  # e.g. unlink refused: the next sweep retries
+            self.report.errors += 1
+            self.event(f"error: {exc}", name)
+
+    def expire(self, name: str, st: os.stat_result) -> None:
         report = self.report
-        report.sessions += 1
-        if st.st_mtime > self.now:
-            report.fresh += 1
+        bound = mirrored(st)
+        if bound is not None and bound > self.lstat_deadline:
+            report.fresh += 1  # expired moments ago: left to the next sweep
+            return
+        if bound is not None and self.unused(name, st):
+            if not self.dry_run:
+                try:
+                    os.unlink(name, dir_fd=self.dir_fd)
+                except FileNotFoundError:
+                    report.vanished += 1
+                    return
+            report.removed_unopened += 1
+            self.removed(name, st)
             return
         sid = session_id(name)
         outcome = self.store.sweep_file(sid, self.now, dry_run=self.dry_run)
         if outcome in (SweepOutcome.REMOVED, SweepOutcome.EXPIRED):
-            report.removed += 1
-            self.event("would remove expired" if self.dry_run else "removed expired", name)
+            self.removed(name, st)
         elif outcome is SweepOutcome.KEPT:
             report.kept += 1
         elif outcome is SweepOutcome.BUSY:
@@ -148,12 +187,31 @@ class _Sweep:
             elif self.garbage(name, st, "unreadable session file"):
                 report.broken_removed += 1
 
+    def unused(self, name: str, st: os.stat_result) -> bool:
+        """True when no connection has the file open: there is no ``-wal`` next to it (a
+        connection keeps one). A hard link is left to the full check."""
+        if st.st_nlink != 1:
+            return False
+        try:
+            os.lstat(name + "-wal", dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            return True
+        return False
+
+    def removed(self, name: str, st: os.stat_result) -> None:
+        self.report.removed += 1
+        self.report.freed_bytes += st.st_blocks * 512
+        self.event("would remove expired" if self.dry_run else "removed expired", name)
+
     def sidecar(self, name: str, st: os.stat_result) -> None:
         """A journal (or WAL/SHM file): kept while its session file exists."""
         session_name = main_file(name)
         if os.path.lexists(os.path.join(self.directory, session_name)):
             self.report.journals_kept += 1
             self.event("journal of an existing session, kept", name)
+        elif st.st_nlink != 1:
+            self.report.unsafe += 1
+            self.event("planted (hard link), left alone", name)
         elif is_valid_session_id(session_id(session_name)) and self.garbage(
             name, st, "orphan journal"
         ):
@@ -198,6 +256,7 @@ class _Sweep:
             self.report.errors += 1
             self.event(f"{label}, cannot remove: {exc.strerror}", name)
             return False
+        self.report.freed_bytes += st.st_blocks * 512
         self.event(f"{'would remove' if self.dry_run else 'removed'} {label}", name)
         return True
 
@@ -221,26 +280,33 @@ def sweep(
     ``lock_timeout`` how long to wait for a session's lock before counting it busy.
     ``on_event`` receives each file-level action; ``progress`` the running report every
     few thousand entries. ``directory`` is resolved to its real path once. Raises
-    :class:`OSError` only if the directory itself cannot be listed.
+    :class:`OSError` only if the directory itself cannot be opened or listed.
     """
     start = time.monotonic()
-    state = _Sweep(
-        os.path.realpath(directory),  # resolved once, as the store does (see SessionStore)
-        time.time() if now is None else now,
-        dry_run,
-        grace,
-        lock_timeout,
-        on_event,
-    )
-    with os.scandir(state.directory) as entries:
-        for entry in entries:
-            state.entry(entry)
-            state.report.entries += 1
-            if progress is not None and state.report.entries % PROGRESS_EVERY == 0:
-                state.report.seconds = time.monotonic() - start
-                progress(state.report)
+    real = os.path.realpath(directory)  # resolved once, as the store does (see SessionStore)
+    dir_fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        state = _Sweep(
+            real,
+            dir_fd,
+            time.time() if now is None else now,
+            dry_run,
+            grace,
+            lock_timeout,
+            on_event,
+        )
+        report = state.report
+        look = state.entry
+        with os.scandir(dir_fd) as entries:
+            for report.entries, entry in enumerate(entries, 1):
+                look(entry)
+                if progress is not None and report.entries % PROGRESS_EVERY == 0:
+                    report.seconds = time.monotonic() - start
+                    progress(report)
+    finally:
+        os.close(dir_fd)
     accounts = Accounts(state.store)
     if not dry_run and accounts.index.exists():
-        state.report.index_pruned = accounts.prune(state.now)  # the entries of the sessions removed
-    state.report.seconds = time.monotonic() - start
-    return state.report
+        report.index_pruned = accounts.prune(state.now)  # the entries of the sessions removed
+    report.seconds = time.monotonic() - start
+    return report

@@ -50,7 +50,6 @@ class Checkout:
         "_path",
         "_reusable",
         "_write",
-        "mtime",
     )
 
     def __init__(self, connector: Connector, path: str, *, write: bool = False) -> None:
@@ -62,14 +61,13 @@ class Checkout:
         self._reusable = True
         self._kept = False
         self._checked = 0.0
-        self.mtime = 0.0  # the file's mtime when the block began, as far as we know
 
     def __enter__(self) -> apsw.Connection | None:
         connector, path = self._connector, self._path
         now = time.monotonic()
         pooled = connector.pool.take(path)
         if pooled is not None and now - pooled.checked < REVALIDATE_AFTER:
-            self._inode, self.mtime, self._checked = pooled.inode, pooled.mtime, pooled.checked
+            self._inode, self._checked = pooled.inode, pooled.checked
             self._conn = pooled.conn
             return pooled.conn
         try:
@@ -86,7 +84,6 @@ class Checkout:
             self._discard(pooled)
             raise StorageUnsafe(refused)
         self._inode = (st.st_dev, st.st_ino)
-        self.mtime = st.st_mtime
         self._checked = now
         if pooled is not None and pooled.inode != self._inode:
             self._discard(pooled)  # the path now names another file
@@ -155,7 +152,7 @@ class Checkout:
                 conn.execute("ROLLBACK")
         if self._reusable and not broken:
             self._connector.pool.give(
-                self._path, Pooled(conn, self._inode, self.mtime, self._checked)
+                self._path, Pooled(conn, self._inode, self._checked)
             )
         else:
             conn.close()

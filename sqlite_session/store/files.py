@@ -16,6 +16,7 @@ from .connection import OPEN_FLAGS, Connector
 from .directory import recreate_directory
 from .errors import short_of_resources, unavailable, without_names
 from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState, write_account
+from .mirror import set_mirror
 from .transaction import Changes
 
 
@@ -134,7 +135,7 @@ class FileBuilder:
                 raise connector.full_error(temp, key, changes.value_bytes) from exc
             conn.close()
             conn = None
-            os.utime(fd, (changes.expires_at, changes.expires_at))
+            set_mirror(fd, changes.expires_at)
             os.rename(temp, path)
         except BaseException as exc:
             no_space = isinstance(exc, OSError) and exc.errno == errno.ENOSPC

@@ -6,13 +6,8 @@ session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
 ``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count,
 then, since format 2, the session's :class:`Account`) and ``kv`` (one row per session
 key: the change counter of its last write, then the encoded value; the keys also sit in
-the primary key's index). The expiry is also
-mirrored into the file's mtime, so the sweeper can skip a fresh session with a ``stat``.
-The mirror is only a hint that may trail the expiry, never run ahead of it: a save
-updates it only once it trails by ``refresh_fraction`` of the lifetime (or when the save
-shortens the expiry), and a crash between commit and ``utime`` leaves it behind. A
-trailing mtime merely makes the file a candidate that the sweeper opens, re-checks and
-catches up.
+the primary key's index). The expiry is also mirrored into the file's mtime, as an
+upper bound the sweeper can trust: see :mod:`.mirror`.
 
 Format 2 added the :class:`Account` columns at the end of ``meta`` (when the session was
 created or last regenerated, and the user it belongs to with its opaque handle): new

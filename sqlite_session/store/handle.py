@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import apsw
 
-from ..errors import SessionStorageUnavailable
+from ..errors import SessionStorageFull, SessionStorageUnavailable
 from .checkout import Checkout
 from .errors import (
     DAMAGE_MET_WRITING,
@@ -19,6 +19,7 @@ from .errors import (
     on_open_file,
 )
 from .format import Meta, read_keys, read_meta, read_value, read_version
+from .removal import unlink_without_tombstone
 from .transaction import Changes, Transaction, WriteOutcome
 
 if TYPE_CHECKING:
@@ -116,6 +117,7 @@ class SessionHandle:
         checkout: SessionHandle | Checkout = self
         if not self.held:
             checkout = Checkout(connector, path, write=True)
+        gone_without_tombstone = False
         with checkout as conn:
             if conn is None:
                 yield Transaction(store, self._sid, None, None)
@@ -128,21 +130,23 @@ class SessionHandle:
                 except apsw.BusyError as exc:
                     waited = connector.busy_timeout if timeout is None else timeout
                     raise lock_timeout(path, waited) from exc
-                tx = Transaction(store, self._sid, conn, checkout.meta_now(conn), checkout.mtime)
+                tx = Transaction(store, self._sid, conn, checkout.meta_now(conn))
                 self._tx = tx
+                committing = False
                 try:
                     yield tx
+                    committing = True
                     conn.execute("COMMIT")
                     tx.committed()
-                    if tx.new_mtime is not None:  # pooled with the connection: the mtime
-                        checkout.mtime = tx.new_mtime  # after_commit is about to set
                 except BaseException as exc:
                     no_space = connector.out_of_space(exc, conn)  # before ROLLBACK resets errno
                     with contextlib.suppress(apsw.Error):
                         conn.execute("ROLLBACK")
-                    if no_space:
+                    if not no_space:
+                        raise
+                    gone_without_tombstone = committing and tx.finish_without_space()
+                    if not gone_without_tombstone:
                         raise connector.full_error(path) from exc
-                    raise
                 finally:
                     self._tx = None
             except DAMAGE_MET_WRITING as exc:
@@ -153,13 +157,25 @@ class SessionHandle:
                 if timeout is not None:
                     with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
                         conn.setbusytimeout(int(connector.busy_timeout * 1000))
-        if tx.after_commit():
+        if gone_without_tombstone or tx.after_commit():
             self.release(broken=True)  # its file is gone: never back into the pool
+            connector.pool.forget(path)  # (nor the connection a checkout gave back)
 
     def write(self, changes: Changes) -> WriteOutcome:
-        """Apply ``changes`` in one transaction."""
-        with self.transaction() as tx:
-            return tx.apply(changes)
+        """Apply ``changes`` in one transaction.
+
+        A removal never needs space: ``changes`` that empty the session (a logout's
+        clear) on a filesystem too full to open it unlink its file all the same.
+        """
+        try:
+            with self.transaction() as tx:
+                return tx.apply(changes)
+        except SessionStorageFull:
+            if not changes.empties_the_session:
+                raise
+        self.release(broken=True)
+        unlink_without_tombstone(self._path, self._store.connector.pool)
+        return WriteOutcome.REMOVED
 
     def refresh(self, expires_at: float) -> float | None:
         """Push a live session's expiry to ``expires_at``: see :meth:`Transaction.refresh`."""
@@ -172,17 +188,6 @@ class SessionHandle:
             self._checkout.release(broken=broken)
 
     # -- the held connection as a transaction's block (see transaction()) ----------
-
-    @property
-    def mtime(self) -> float:
-        """The file's mtime as last seen or set (the sweeper's hint; see :class:`Changes`)."""
-        assert self._checkout is not None
-        return self._checkout.mtime
-
-    @mtime.setter
-    def mtime(self, value: float) -> None:
-        assert self._checkout is not None
-        self._checkout.mtime = value  # pooled with the connection when it is given back
 
     def meta_now(self, conn: apsw.Connection) -> Meta:
         """The meta row, inside a transaction on the held connection.

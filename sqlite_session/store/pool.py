@@ -9,13 +9,14 @@ from typing import NamedTuple
 
 import apsw
 
+from .mirror import close_keeping_mirror
+
 
 class Pooled(NamedTuple):
     """An idle connection and what its last checkout knew about its file."""
 
     conn: apsw.Connection
     inode: tuple[int, int]
-    mtime: float  # the file's mtime as this process last saw (lstat) or set (utime) it
     checked: float  # time.monotonic() of the last lstat that found the path naming inode
 
 
@@ -81,7 +82,7 @@ class ConnectionPool:
 
     def give(self, path: str, pooled: Pooled) -> None:
         """Keep an idle connection, closing the least recently used beyond capacity."""
-        evicted: list[Pooled] = []
+        evicted: list[tuple[str, Pooled]] = []
         with self._lock:
             conns = self._idle.pop(path, None) or []
             conns.append(pooled)
@@ -90,12 +91,12 @@ class ConnectionPool:
             while self._size > self._capacity:
                 oldest_path = next(iter(self._idle))
                 conns = self._idle[oldest_path]
-                evicted.append(conns.pop(0))
+                evicted.append((oldest_path, conns.pop(0)))
                 self._size -= 1
                 if not conns:
                     del self._idle[oldest_path]
-        for old in evicted:
-            old.conn.close()
+        for old_path, old in evicted:
+            close_keeping_mirror(old.conn, old_path, old.inode)
 
     def forget(self, path: str) -> None:
         """Close the idle connections of a file that has just been removed."""
@@ -110,8 +111,8 @@ class ConnectionPool:
         with self._lock:
             idle, self._idle, self._size = self._idle, {}, 0
         closed = 0
-        for conns in idle.values():
+        for path, conns in idle.items():
             for pooled in conns:
-                pooled.conn.close()
+                close_keeping_mirror(pooled.conn, path, pooled.inode)
                 closed += 1
         return closed

@@ -14,6 +14,7 @@ a write never revives a row whose expiry has passed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from enum import Enum
 
@@ -21,9 +22,20 @@ import apsw
 
 from ..errors import SessionStorageFull, SessionStorageUnavailable
 from .connection import Connector
-from .errors import NoSpace, StorageBroken, StorageNewer, StorageUnsafe, classify, damage
+from .errors import (
+    NoSpace,
+    StorageBroken,
+    StorageNewer,
+    StorageUnsafe,
+    classify,
+    damage,
+    short_name,
+)
 from .format import WAL_FILES, FileState, read_meta
+from .mirror import set_mirror
 from .pool import ConnectionPool
+
+log = logging.getLogger("sqlite_session")
 
 
 class Removal:
@@ -84,6 +96,16 @@ def unlink_session_file(path: str, pool: ConnectionPool, *, side_files: bool) ->
     return unlinked
 
 
+def unlink_without_tombstone(path: str, pool: ConnectionPool) -> None:
+    """Take a session away on a filesystem with no room for its tombstone.
+
+    The file goes with its ``-wal`` and ``-shm`` (freeing what they hold), after a
+    warning. Why that is safe: docs/design.md, "Removal without space".
+    """
+    log.warning("session filesystem full: %s removed without a tombstone", short_name(path))
+    unlink_session_file(path, pool, side_files=True)
+
+
 class SweepOutcome(Enum):
     """What :func:`sweep_file` did with one session file."""
 
@@ -127,10 +149,10 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
         conn.execute("BEGIN IMMEDIATE")
         meta = read_meta(conn)
         if not meta.removable(now):
-            # Its mtime trailed its expiry (see Transaction.apply): catch it up, so
-            # the next sweep skips the file with a stat again.
+            # Its mtime was no mirror (a WAL checkpoint wrote the file): mirror the
+            # expiry again, under the lock, so the next sweep needs only a stat.
             with contextlib.suppress(OSError):
-                os.utime(path, (meta.expires_at, meta.expires_at), follow_symlinks=False)
+                set_mirror(path, meta.expires_at)
             return SweepOutcome.KEPT
         removal = Removal(conn, path, connector.pool, meta.seq)
         try:

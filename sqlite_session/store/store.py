@@ -49,10 +49,10 @@ class SessionStore:
     ``directory`` is resolved to its real path once, here: SQLite refuses a path with a
     symlink anywhere in it. A directory found gone when a session is created is
     re-created with the interface's checks (``allow_unsafe_directory``).
-    ``refresh_fraction`` is the interface's: how much of the lifetime the file's mtime (the
-    sweeper's hint) may trail a new expiry before a write moves it too (see
-    :meth:`Transaction.apply`). ``absolute_lifetime`` (seconds, or None) caps every
-    expiry written at the session's establishment plus that (see :meth:`capped`).
+    ``refresh_fraction`` is the interface's: how much of the lifetime past a new expiry a
+    write that must move the file's expiry mirror may set it (see :mod:`.mirror`).
+    ``absolute_lifetime`` (seconds, or None) caps every expiry written at the session's
+    establishment plus that (see :meth:`capped`).
     """
 
     def __init__(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +24,8 @@ from .format import (
     read_version,
     write_account,
 )
-from .removal import Removal
+from .mirror import cover, lower_mirror
+from .removal import Removal, unlink_without_tombstone
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -86,6 +85,11 @@ class Changes:
     account: Account | None = None
 
     @property
+    def empties_the_session(self) -> bool:
+        """True for a batch that clears the session and writes nothing (a logout)."""
+        return self.clear and not self.upserts and self.move_to is None
+
+    @property
     def value_bytes(self) -> int:
         """The size of the new values."""
         return sum(len(value) for value in self.upserts.values())
@@ -100,17 +104,16 @@ class Transaction:
         sid: str,
         conn: apsw.Connection | None,
         meta: Meta | None,
-        mtime: float = 0.0,
     ) -> None:
         self._store = store
-        self._mtime = mtime
         self._path = store.path_for(sid)
         self._conn = conn
         self.meta = meta
         self._sid = sid
         self._removal: Removal | None = None
-        self.new_mtime: float | None = None  # the mtime after_commit sets
         self._stale_handles: list[str] = []  # index entries to drop once committed
+        self._moved = False  # the session's data now lives in the file of another id
+        self._lower_mirror = False  # the commit moves the expiry earlier: see committed()
 
     @property
     def status(self) -> OpenStatus:
@@ -170,17 +173,10 @@ class Transaction:
             "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
             (changes.expires_at, int(changes.permanent), seq, nkeys),
         )
-        # The file's mtime (the sweeper's hint) may trail the new expiry by
-        # refresh_fraction of the lifetime: each utime is a system call, and a lagging hint
-        # only makes the sweeper open a live file once (it then catches the mtime up).
-        # The mtime known here may be out of date (see REVALIDATE_AFTER), but it never
-        # exceeds the stored expiry: a write that shortens the expiry always moves it, so
-        # that the hint is never left ahead of the new expiry.
-        expires_at = changes.expires_at
-        trail = expires_at - self._mtime
-        slack = (expires_at - now) * self._store.refresh_fraction
-        if trail > slack or trail < 0 or expires_at < meta.expires_at:
-            self.new_mtime = expires_at
+        # The mirror, when it must move, is set up to refresh_fraction of the lifetime
+        # beyond the new expiry: the writes that follow within it need no utime.
+        lead = (changes.expires_at - now) * self._store.refresh_fraction
+        self._mirror(changes.expires_at, lead)
         return WriteOutcome.WRITTEN
 
     def refresh(self, expires_at: float) -> float | None:
@@ -193,7 +189,7 @@ class Transaction:
         if expires_at <= self.meta.expires_at:
             return self.meta.expires_at  # at its absolute deadline: nothing to move
         self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
-        self.new_mtime = expires_at
+        self._mirror(expires_at, 0.0)
         return expires_at
 
     def _capped(self, expires_at: float) -> float:
@@ -276,6 +272,16 @@ class Transaction:
         self._remove(self.meta.seq + 1)
         return True
 
+    def _mirror(self, expires_at: float, lead: float) -> None:
+        """Keep the file's mtime a bound of the expiry this transaction is about to commit.
+
+        Raised now, before the commit (see :mod:`.mirror`); lowered only after it, under a
+        new lock, when the expiry moves earlier.
+        """
+        assert self.meta is not None
+        cover(self._path, expires_at, lead)
+        self._lower_mirror = expires_at < self.meta.expires_at
+
     def _check_conflicts(self, changes: Changes) -> None:
         assert self._conn is not None and changes.expected is not None
         conflicts = []
@@ -318,6 +324,7 @@ class Transaction:
                 f"cannot create the regenerated session's file: {type(exc).__name__}: {exc}"
             ) from exc
         self._conn.execute("DELETE FROM kv")
+        self._moved = True
         if changes.clear:
             self._remove(seq)
             return
@@ -326,25 +333,37 @@ class Transaction:
             "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
             (int(FileState.MOVED), tombstone_until, seq),
         )
-        self.new_mtime = tombstone_until
+        self._mirror(tombstone_until, 0.0)
+
+    def finish_without_space(self) -> bool:
+        """The commit failed for want of space and was rolled back: finish a transaction
+        that only takes the session away (it emptied it, or moved it to a copy already
+        made) by unlinking the file without its tombstone. True when it did.
+
+        Why that is safe: docs/design.md, "Removal without space".
+        """
+        if self._removal is None and not self._moved:
+            return False
+        self._removal = None
+        unlink_without_tombstone(self._path, self._store.connector.pool)
+        return True
 
     def committed(self) -> None:
-        """Right after the commit, on the same connection: prepare a removal's unlink,
-        and drop the index entries the committed file no longer confirms."""
-        if self._removal is not None and self._conn is not None:
-            self._removal.flush(self._conn)
+        """Right after the commit, on the same connection: prepare a removal's unlink, or
+        bring the mirror down to an expiry the commit moved earlier; then drop the index
+        entries the committed file no longer confirms."""
+        if self._conn is not None:
+            if self._removal is not None:
+                self._removal.flush(self._conn)
+            elif self._lower_mirror:
+                lower_mirror(self._conn, self._path)
         if self._stale_handles:
             self._store.accounts.forget_entries(self._stale_handles)
 
     def after_commit(self) -> bool:
-        """Mirror the new expiry into the mtime, or unlink a tombstoned file.
+        """Unlink a tombstoned file.
 
         Returns True when this call unlinked the file (False also when someone else
         removed it after our commit: then there is nothing left to do).
         """
-        if self._removal is not None:
-            return self._removal.unlink()
-        if self.new_mtime is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.utime(self._path, (self.new_mtime, self.new_mtime), follow_symlinks=False)
-        return False
+        return self._removal is not None and self._removal.unlink()

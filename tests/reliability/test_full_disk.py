@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from servers import handle_session_errors
 
 from sqlite_session import SessionStorageFull
 from sqlite_session.ids import new_session_id
-from sqlite_session.janitor import sweep
+from sqlite_session.janitor import RECORD_NAME, sweep
 from sqlite_session.store import Changes, SessionStore
 
 OPTIONS = "size=256k,nr_inodes=64,mode=0700"
@@ -216,3 +217,89 @@ def test_a_due_refresh_on_a_full_disk_keeps_the_read(
 
     assert (response.status_code, response.json) == (200, {"stored": 3000})
     assert any("refresh skipped" in r.getMessage() for r in caplog.records)
+
+
+def fill_everything(filler: Path) -> None:
+    """No block and no inode left."""
+    fill_blocks(filler)
+    fill_inodes(filler)
+
+
+def test_the_janitor_command_frees_a_full_disk_with_its_defaults(
+    tiny_tmpfs: Path, session_dir: Path
+) -> None:
+    """``sqlite-session sweep PATH`` as cron runs it, on a filesystem with no block and no
+    inode left: it needs to create nothing, removes every expired session whatever its
+    ``--grace`` (those whose mtime mirrors the expiry on their lstat, the others read
+    without a lock), keeps the live one, says what it freed, and exits 0."""
+    session_dir.mkdir(mode=0o700)
+    store = SessionStore(str(session_dir))
+    mirrored = [new_session_id() for _ in range(3)]
+    for sid in mirrored:
+        store.create(sid, Changes(upserts={"k": b"1"}, expires_at=time.time() - 5))
+    unmirrored = new_session_id()  # written by SQLite since: its mtime mirrors nothing
+    store.create(unmirrored, Changes(upserts={"k": b"1"}, expires_at=time.time() + 3600))
+    set_stored_expiry(session_dir, unmirrored, time.time() - 5)
+    live = new_session_id()
+    store.create(live, Changes(upserts={"k": b"2"}, expires_at=time.time() + 3600))
+    fill_up(tiny_tmpfs, fill_everything)
+    time.sleep(0.01)  # (the unmirrored file's mtime is its last write: now in the past)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sqlite_session", "sweep", str(session_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("removed 4 expired of 5 sessions, freeing 16 KiB, in ")
+    assert set(os.listdir(session_dir)) - {RECORD_NAME} == {f"{live}.session"}
+    assert store.open(live, "k").row == (b"2", 0)
+
+
+def test_removals_need_no_space(
+    tiny_tmpfs: Path,
+    session_dir: Path,
+    make_app: Callable[..., Flask],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """On a filesystem with no block and no inode left, a logout (``clear()``) and the
+    deletion of a session's last key still take the session away: the cookie is deleted,
+    the file goes (without its tombstone if there is no room for one), and the old
+    cookie leads to nothing."""
+    app = full_app(make_app)
+
+    @app.post("/logout")
+    def logout() -> str:
+        session.clear()
+        return "bye"
+
+    @app.post("/drop/<key>")
+    def drop(key: str) -> str:
+        session.pop(key, None)
+        return "dropped"
+
+    users = [app.test_client() for _ in range(3)]
+    for user in users:
+        assert user.post("/put/cart/100").status_code == 200
+    cookies = [user.get_cookie("session").value for user in users]  # type: ignore[union-attr]
+    assert users[1].get("/get").json == {"cart": 100}  # its connection is pooled
+    fill_up(tiny_tmpfs, fill_everything)
+
+    with caplog.at_level(logging.WARNING, logger="sqlite_session"):
+        answers = [
+            users[0].post("/logout"),  # its file cannot even be opened: no room for a -shm
+            users[1].post("/logout"),  # opened already
+            users[2].post("/drop/cart"),  # the last key
+        ]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    for answer in answers:
+        assert "session=;" in answer.headers["Set-Cookie"]  # the cookie is deleted
+    assert session_files(session_dir) == []
+    for cookie in cookies:
+        replay = app.test_client()
+        replay.set_cookie("session", cookie)
+        assert replay.get("/get").json == {}
+    assert any("without a tombstone" in r.getMessage() for r in caplog.records)

@@ -28,8 +28,9 @@ from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
 from sqlite_session.ids import new_session_id
-from sqlite_session.janitor import sweep
+from sqlite_session.janitor import LSTAT_GRACE, sweep
 from sqlite_session.store import Changes, SessionStore, checkout
+from sqlite_session.store.mirror import mirrored
 
 LIFETIME = 100.0
 
@@ -49,41 +50,42 @@ def test_expiry_is_stored_in_the_file_for_every_session(
     meta = stored_meta(session_dir, sid_of(client))
     assert before + LIFETIME <= meta["expires_at"] <= time.time() + LIFETIME
     assert bool(meta["permanent"]) is permanent
-    # mirrored into the mtime, the sweeper's hint
-    mtime = os.stat(session_path(session_dir, sid_of(client))).st_mtime
-    assert abs(mtime - meta["expires_at"]) < 1
+    # mirrored into the mtime, for the sweeper
+    assert_mirrors(session_path(session_dir, sid_of(client)), meta["expires_at"], LIFETIME)
 
 
-def test_a_write_moves_the_mtime_hint_only_once_it_trails_by_the_refresh_fraction(
+def assert_mirrors(path: Path, expiry: float, lead: float) -> None:
+    """The file's mtime is a tagged mirror of ``expiry``: at or after it, by little."""
+    bound = mirrored(path.stat())
+    assert bound is not None and expiry <= bound <= expiry + lead + 2
+
+
+def test_every_write_keeps_the_mirror_at_or_after_the_stored_expiry(
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
     client = routes(make_app(refresh_fraction=0.1))
     client.get("/count")
     path = session_path(session_dir, sid_of(client))
-    created = path.stat().st_mtime
-    client.get("/count")  # the expiry moved by far less than 10% of the lifetime
-    assert path.stat().st_mtime == created  # no utime: one system call saved
-    os.utime(path, (created - LIFETIME * 0.2,) * 2)  # now trailing by more than 10%
-    after_revalidation()  # (a process sees the mtime when it next checks the path)
-    client.get("/count")
-    assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
-    os.utime(path, (created + LIFETIME,) * 2)  # ahead of the expiry (a shortened lifetime)
+    for _ in range(3):
+        client.get("/count")
+        assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME)
+    os.utime(path)  # mtime = ctime = now, as a WAL checkpoint leaves it: no mirror
+    assert mirrored(path.stat()) is None
     after_revalidation()
     client.get("/count")
-    assert abs(path.stat().st_mtime - stored_meta(session_dir, sid_of(client))["expires_at"]) < 1
+    assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME)
 
 
-def test_a_burst_of_writes_moves_a_trailing_hint_once(
+def test_a_burst_of_writes_moves_the_mirror_once(
     make_app: Callable[..., Flask], session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The pooled connection carries the mtime its write set: the writes that follow,
-    handed the connection without a new lstat, need no utime of their own."""
+    """A mirror that must move is set a little beyond the new expiry (10% of the
+    lifetime here): the writes that follow within it need no utime of their own."""
     client = routes(make_app(refresh_fraction=0.1))
     client.get("/count")
     client.get("/count")  # the connection is pooled
     path = session_path(session_dir, sid_of(client))
-    os.utime(path, (time.time() - LIFETIME,) * 2)  # trailing, as after a checkpoint
-    after_revalidation()
+    os.utime(path)  # no mirror, as after a checkpoint
     utimes: list[str] = []
     real_utime = os.utime
 
@@ -92,43 +94,39 @@ def test_a_burst_of_writes_moves_a_trailing_hint_once(
         real_utime(target, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", utime_spy)
-    client.get("/count")  # checks the path, finds the hint trailing: moves it
-    monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # no check during the burst
-    for _ in range(4):
+    for _ in range(5):
         client.get("/count")
     assert utimes == [str(path)]
-    expiry = stored_meta(session_dir, sid_of(client))["expires_at"]
-    assert expiry - LIFETIME * 0.1 <= path.stat().st_mtime <= expiry
+    assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME * 0.1)
 
 
-def test_a_shorter_expiry_moves_the_hint_where_the_known_mtime_is_stale(
+def test_a_shorter_expiry_brings_the_mirror_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two connections to one session (two threads or workers) each know the mtime as
-    they last saw it. A write that shortens the expiry (a shorter lifetime, as in a
-    rolling deploy) must move the hint even where the mtime it knows is older than the
-    one on disk: left ahead of the expiry, the hint would hide the expired session from
-    the sweeper until the longer expiry."""
+    """A write that shortens the expiry (a shorter lifetime, as in a rolling deploy)
+    brings the mirror down after its commit, under the lock: left at the longer expiry,
+    it would hide the expired session from the sweeper until then. Two connections to
+    the session (two threads or workers) make no difference: the mirror on disk is what
+    each write looks at."""
     monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)  # reuse without a check
     store = SessionStore(str(tmp_path), refresh_fraction=0.1)
     short, long = 1800.0, 31 * 86400.0
     sid = new_session_id()
     store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + short))
     first = store.open(sid, "k", hold=True).handle
-    second = store.open(sid, "k", hold=True).handle  # knows the mtime of the short expiry
+    second = store.open(sid, "k", hold=True).handle
     assert first is not None and second is not None
-    first.write(Changes(upserts={"k": b'"1"'}, expires_at=time.time() + long))  # moves the mtime
+    first.write(Changes(upserts={"k": b'"1"'}, expires_at=time.time() + long))  # moves the mirror
     first.release()
-    second.release()  # given back last: handed out next, with its old mtime
+    second.release()  # given back last: handed out next
     handle = store.open(sid, "k", hold=True).handle
     assert handle is not None
-    # Within refresh_fraction of the mtime that connection knows: moved all the same.
     handle.write(Changes(upserts={"k": b'"2"'}, expires_at=time.time() + short))
     handle.release()
 
     expiry = store.open(sid).meta.expires_at  # type: ignore[union-attr]
-    assert os.stat(store.path_for(sid)).st_mtime <= expiry
-    report = sweep(str(tmp_path), now=expiry + 1)
+    assert_mirrors(Path(store.path_for(sid)), expiry, 0.0)
+    report = sweep(str(tmp_path), now=expiry + LSTAT_GRACE + 2)
     assert report.removed == 1
     assert not os.path.exists(store.path_for(sid))
 

@@ -16,11 +16,10 @@ import pytest
 from core_helpers import session_files
 
 from sqlite_session.ids import new_session_id
-from sqlite_session.janitor import LOCK_NAME
 from sqlite_session.store import Changes, SessionStore
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "sqlite-session")
-SUMMARY = re.compile(r"^removed (\d+) expired of (\d+) sessions in \d+\.\d+ s")
+SUMMARY = re.compile(r"^removed (\d+) expired of (\d+) sessions, freeing [^,]+, in \d+\.\d+ s")
 
 
 def run(*args: str, module: bool = False) -> subprocess.CompletedProcess[str]:
@@ -133,7 +132,7 @@ def test_stats(populated: Path) -> None:
 
 
 def test_stands_down_while_another_sweep_runs(populated: Path) -> None:
-    fd = os.open(populated / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(populated, os.O_RDONLY | os.O_DIRECTORY)  # the lock is the directory's
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         result = run("sweep", str(populated))
@@ -171,3 +170,44 @@ def test_progress_on_a_terminal(populated: Path) -> None:
     assert proc.returncode == 0
     assert b"scanned 4096 entries" in shown
     assert SUMMARY.match(proc.stdout) is not None
+
+
+def test_a_directory_holding_none_of_our_files_fails_loudly(session_dir: Path) -> None:
+    """A sweep pointed at the wrong directory removes nothing, says so on stderr and exits
+    1, so cron mails it and systemd marks the unit failed; an empty directory is fine."""
+    session_dir.mkdir()
+    empty = run("sweep", "--quiet", str(session_dir))
+    (session_dir / "report.pdf").write_bytes(b"%PDF")
+    (session_dir / "lost+found").mkdir()
+
+    wrong = run("sweep", "--quiet", str(session_dir))
+
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "", "")
+    assert wrong.returncode == 1 and wrong.stdout == ""
+    assert "no session files" in wrong.stderr and "1 foreign" in wrong.stderr
+    assert (session_dir / "report.pdf").read_bytes() == b"%PDF"
+
+
+def test_quiet_prints_nothing_when_all_is_well(populated: Path) -> None:
+    result = run("sweep", "--quiet", str(populated))
+
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert len(session_files(populated)) == 2
+
+
+def test_the_shipped_cron_line_and_units_let_a_failure_show() -> None:
+    """No redirection that hides what a failing sweep says: cron mails output, so the
+    line is quiet instead; the systemd service's exit status is the sweep's."""
+    scripts = Path(__file__).parents[2] / "scripts"
+    cron = [
+        line
+        for line in (scripts / "sqlite-session-sweep.cron").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    service = (scripts / "sqlite-session-sweep.service").read_text()
+    (exec_start,) = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+
+    assert len(cron) == 1 and " sweep --quiet " in cron[0]
+    for command in (cron[0], exec_start):
+        assert "/dev/null" not in command and "|" not in command and "||" not in command
+    assert not exec_start.startswith("ExecStart=-")  # ("-" ignores the exit status)

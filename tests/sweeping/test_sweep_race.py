@@ -3,14 +3,18 @@
 Several processes make real Flask requests (test clients in child processes) that keep
 using sessions with a 1 s lifetime and ``refresh_fraction=0``, each waiting 0.7-1.3 s
 between two requests of a session, so about half the sessions expire just before their
-next request and half are refreshed just in time. Meanwhile another process sweeps the
-directory in a loop. Each client knows bounds on its sessions' stored expiry (a save or
-refresh happens between the request's start and its end), and checks:
+next request and half are refreshed just in time; now and then a request logs out.
+Half the clients keep no idle connections, so their sessions' files are closed between
+requests and the sweeper removes them on their ``lstat`` alone; the others keep them
+open, and the sweeper opens them. Meanwhile another process sweeps the directory in a
+loop. Each client knows bounds on its sessions' stored expiry (a save or refresh happens
+between the request's start and its end), and checks:
 
 * no live session lost: a request that ended before the expiry's lower bound saw the
   session's data;
 * no expired session served: a request that started after the expiry's upper bound
   did not see it;
+* no session served after its logout: the old cookie, sent again, finds nothing;
 * data never inconsistent (the counter is exactly the last one written), no exception,
   no 5xx.
 
@@ -40,19 +44,21 @@ from sqlite_session.janitor import sweep
 
 LIFETIME = 1.0
 RUN_SECONDS = 10.0
-CLIENTS = 3
+CLIENTS = 4
 SESSIONS_PER_CLIENT = 8
 COOKIE = "session"
 
 
-def build_app(session_dir: str) -> Flask:
+def build_app(session_dir: str, connection_cache_size: int) -> Flask:
     app = Flask("race")
     app.config.update(
         SECRET_KEY="race secret",
         TESTING=True,  # exceptions propagate to the test client, where they are counted
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=LIFETIME),
     )
-    app.session_interface = SqliteSessionInterface(session_dir, refresh_fraction=0.0)
+    app.session_interface = SqliteSessionInterface(
+        session_dir, refresh_fraction=0.0, connection_cache_size=connection_cache_size
+    )
 
     @app.get("/tick")
     def tick() -> dict[str, Any]:
@@ -68,6 +74,12 @@ def build_app(session_dir: str) -> Flask:
     @app.get("/peek")
     def peek() -> dict[str, Any]:
         return {"owner": session.get("owner"), "n": session.get("n")}
+
+    @app.get("/logout")
+    def logout() -> dict[str, Any]:
+        seen = {"owner": session.get("owner"), "n": session.get("n")}
+        session.clear()
+        return seen
 
     return app
 
@@ -93,11 +105,11 @@ class Checker:
     def __init__(self, app: Flask, rng: random.Random) -> None:
         self.app = app
         self.rng = rng
-        self.counts = {"requests": 0, "continued": 0, "expired": 0, "torn": 0}
+        self.counts = {"requests": 0, "continued": 0, "expired": 0, "torn": 0, "logouts": 0}
         self.violations: list[str] = []
 
     def request(self, client: FlaskClient, tracked: Tracked) -> None:
-        path = self.rng.choice(["/tick", "/peek"])
+        path = self.rng.choices(["/tick", "/peek", "/logout"], weights=[10, 10, 1])[0]
         before = client.get_cookie(COOKIE)
         t0 = time.time()
         try:
@@ -115,6 +127,17 @@ class Checker:
         continued = self.check(path, data, tracked, t0, t1)
         same_cookie = after is not None and before is not None and after.value == before.value
         self.update(path, data, tracked, t0, t1, continued, same_cookie, after is None)
+        if path == "/logout" and before is not None:
+            self.replay_after_logout(client, before.value)
+
+    def replay_after_logout(self, client: FlaskClient, old_cookie: str) -> None:
+        """The cookie a logout replaced, sent again, must lead to no session."""
+        self.counts["logouts"] += 1
+        client.set_cookie(COOKIE, old_cookie)
+        seen = client.get("/peek").get_json()
+        client.delete_cookie(COOKIE)
+        if seen["owner"] is not None:
+            self.violations.append(f"session {seen['owner']} served after its logout")
 
     def check(
         self, path: str, data: dict[str, Any], tracked: Tracked, t0: float, t1: float
@@ -169,7 +192,7 @@ class Checker:
             tracked.n = data["n"] + 1  # written into the same session ...
             tracked.low, tracked.high = bounds
             tracked.uncertain = overlapped  # ... unless that session expired meanwhile
-        elif path == "/peek" and continued:
+        elif path != "/tick" and continued:
             tracked.low, tracked.high = bounds  # refreshed (a failed refresh deletes the cookie)
         else:
             tracked.owner, tracked.n = None, None  # expired during the save: a new id
@@ -178,7 +201,7 @@ class Checker:
 def client_main(session_dir: str, start: float, seed: int) -> None:
     """One client process: several sessions, each used every 0.7-1.3 lifetimes."""
     rng = random.Random(seed)
-    app = build_app(session_dir)
+    app = build_app(session_dir, connection_cache_size=0 if seed % 2 else 128)
     checker = Checker(app, rng)
     sessions = [
         (app.test_client(), Tracked(due=start + rng.random())) for _ in range(SESSIONS_PER_CLIENT)
@@ -195,12 +218,12 @@ def client_main(session_dir: str, start: float, seed: int) -> None:
 
 def sweeper_main(session_dir: str, start: float) -> None:
     """Sweep in a loop for the duration of the run."""
-    totals = {"sweeps": 0, "removed": 0, "busy": 0, "broken": 0, "errors": 0}
+    totals = {"sweeps": 0, "removed": 0, "removed_unopened": 0, "busy": 0, "broken": 0, "errors": 0}
     time.sleep(max(0.0, start - time.time()))
     while time.time() < start + RUN_SECONDS:
         report = sweep(session_dir, lock_timeout=0.05)
         totals["sweeps"] += 1
-        for key in ("removed", "busy", "broken", "errors"):
+        for key in totals.keys() - {"sweeps"}:
             totals[key] += getattr(report, key)
         time.sleep(0.005)
     print(json.dumps(totals))
@@ -233,4 +256,7 @@ def test_sweeper_under_live_traffic(session_dir: Path) -> None:
     counts = {key: sum(r["counts"][key] for r in results) for key in results[0]["counts"]}
     # The run exercised both sides of the edge, and the sweeper did remove sessions.
     assert counts["continued"] > 20 and counts["expired"] > 20, counts
+    assert counts["logouts"] > 5, counts
     assert swept["removed"] > 10 and swept["errors"] == swept["broken"] == 0, swept
+    # Both ways were taken: on the lstat alone (idle files) and through SQLite (open ones).
+    assert 5 < swept["removed_unopened"] < swept["removed"], swept
