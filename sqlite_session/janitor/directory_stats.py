@@ -15,8 +15,9 @@ from .entries import Kind, kind_of
 class DirectoryStats:
     """A monitoring snapshot of a session directory, from one ``lstat`` per file.
 
-    ``expired`` and the expiries come from the mtime mirror (a hint: the sweeper re-reads
-    the expiry stored in the file before removing anything).
+    ``expired`` and the expiries come from the mtime, which bounds the stored expiry from
+    above when it mirrors it (see :mod:`sqlite_session.store.mirror`; a file SQLite
+    wrote since counts at its last write time).
     """
 
     sessions: int = 0

@@ -17,7 +17,7 @@ class SweepReport:
     removed: int = 0  # expired sessions removed
     removed_unopened: int = 0  # ... of which on their lstat alone, without opening SQLite
     fresh: int = 0  # skipped with one stat: the mirrored expiry in the future (or just past)
-    kept: int = 0  # opened, but still live under the lock (the mtime hint was stale)
+    kept: int = 0  # opened, but still live under the lock (its mtime mirrored no expiry)
     busy: int = 0  # in use by a request (lock held): skipped
     vanished: int = 0  # removed by someone else meanwhile
     broken: int = 0  # unreadable session files seen

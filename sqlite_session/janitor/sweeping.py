@@ -54,6 +54,7 @@ from stat import S_ISDIR, S_ISREG
 from ..ids import is_valid_session_id
 from ..store import SUFFIX, TEMP_PREFIX, SessionStore, SweepOutcome
 from ..store.accounts import Accounts
+from ..store.connection import planted
 from ..store.mirror import mirrored
 from ..store.user_index import INDEX_FILES
 from .entries import Kind, kind_of, main_file, session_id
@@ -189,8 +190,9 @@ class _Sweep:
 
     def unused(self, name: str, st: os.stat_result) -> bool:
         """True when no connection has the file open: there is no ``-wal`` next to it (a
-        connection keeps one). A hard link is left to the full check."""
-        if st.st_nlink != 1:
+        connection keeps one). A planted file (a hard link, another user's) is left to the
+        full check, which refuses it."""
+        if planted(name, st) is not None:
             return False
         try:
             os.lstat(name + "-wal", dir_fd=self.dir_fd)
@@ -209,9 +211,9 @@ class _Sweep:
         if os.path.lexists(os.path.join(self.directory, session_name)):
             self.report.journals_kept += 1
             self.event("journal of an existing session, kept", name)
-        elif st.st_nlink != 1:
+        elif planted(name, st) is not None:
             self.report.unsafe += 1
-            self.event("planted (hard link), left alone", name)
+            self.event("planted (a hard link, another user's), left alone", name)
         elif is_valid_session_id(session_id(session_name)) and self.garbage(
             name, st, "orphan journal"
         ):

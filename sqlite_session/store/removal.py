@@ -126,7 +126,7 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
     The write lock is taken with ``busy_timeout`` (keep it short for a sweeper): a
     session whose lock is held is being used by a request, which is about to refresh or
     remove it, so it is skipped (:attr:`SweepOutcome.BUSY`) rather than waited for. Under
-    the lock the expiry is read again (the mtime the caller looked at is only a hint),
+    the lock the expiry is read (the caller could not judge the file from its mtime),
     the file is tombstoned, committed and then unlinked. A dry run reads the expiry
     without taking the lock and changes nothing. The file is opened without following
     symlinks and without the connection pool (a sweep of a million files must not evict
