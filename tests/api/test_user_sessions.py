@@ -20,13 +20,13 @@ from typing import Any
 
 import apsw
 import pytest
+from core_helpers import session_path, sid_of, spy_io, stored_meta
 from flask import Flask, request
 from flask.testing import FlaskClient
 
 from sqlite_session import SqliteSession, SqliteSessionInterface, session
 from sqlite_session.janitor import sweep
 from sqlite_session.store.user_index import INDEX_NAME
-from core_helpers import session_path, sid_of, spy_io, stored_meta
 
 
 def interface(app: Flask) -> SqliteSessionInterface:
