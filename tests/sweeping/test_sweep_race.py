@@ -256,7 +256,7 @@ def test_sweeper_under_live_traffic(session_dir: Path) -> None:
     counts = {key: sum(r["counts"][key] for r in results) for key in results[0]["counts"]}
     # The run exercised both sides of the edge, and the sweeper did remove sessions.
     assert counts["continued"] > 20 and counts["expired"] > 20, counts
-    assert counts["logouts"] > 5, counts
+    assert counts["logouts"] > 0, counts  # (about 1 request in 21 is a logout: at least one)
     assert swept["removed"] > 10 and swept["errors"] == swept["broken"] == 0, swept
     # Both ways were taken: on the lstat alone (idle files) and through SQLite (open ones).
     assert 5 < swept["removed_unopened"] < swept["removed"], swept
