@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,21 +45,36 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def demo_url(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def demo_server(tmp_path: Path, workers: int) -> Iterator[str]:
     port = free_port()
     env = {"SECRET_KEY": "browser test key", "SESSION_DIR": str(tmp_path / "sessions")}
-    with gunicorn(tmp_path, port, env, workers=1):
+    with gunicorn(tmp_path, port, env, workers=workers):
         yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
-    monkeypatch.setenv("SE_OFFLINE", "true")
+def demo_url(tmp_path: Path) -> Iterator[str]:
+    with demo_server(tmp_path, workers=1) as url:
+        yield url
+
+
+@pytest.fixture
+def demo_on_workers(tmp_path: Path) -> Iterator[str]:
+    """As ``./scripts/demo`` runs it: a revocation in one worker must hold in all three."""
+    with demo_server(tmp_path, workers=3) as url:
+        yield url
+
+
+@contextmanager
+def chromium(profile: Path, user_agent: str | None = None) -> Iterator[WebDriver]:
+    """A headless Chromium with its own profile (cookies) in ``profile``."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    if user_agent is not None:
+        options.add_argument(f"--user-agent={user_agent}")
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     try:
         driver = webdriver.Chrome(options=options, service=service)
@@ -68,6 +84,30 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriv
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    with chromium(tmp_path / "profile") as driver:
+        yield driver
+
+
+LAPTOP = "Test browser on a laptop"  # the user agents of two browsers of one user
+PHONE = "Test browser on a phone"
+
+
+@pytest.fixture
+def laptop_and_phone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[WebDriver, WebDriver]]:
+    """Two browsers with separate profiles, hence separate cookies: two devices."""
+    monkeypatch.setenv("SE_OFFLINE", "true")
+    with (
+        chromium(tmp_path / "laptop", LAPTOP) as laptop,
+        chromium(tmp_path / "phone", PHONE) as phone,
+    ):
+        yield laptop, phone
 
 
 def text(driver: WebDriver, element_id: str) -> str:
@@ -168,3 +208,71 @@ def test_demo_flow_in_chromium(browser: WebDriver, demo_url: str, tmp_path: Path
     assert driver.find_elements(By.ID, "user") == []
     assert cart(driver) == ["(empty)"]
     assert session_cookie(driver) is None
+
+
+NETWORK = "127.0.0.0/24"  # what a login from 127.0.0.1 records of the address
+
+
+def log_in(driver: WebDriver, url: str, name: str) -> None:
+    driver.get(url + "/")
+    submit(driver, "username", name, "login")
+    assert text(driver, "user") == f"Logged in as {name}"
+
+
+def logged_out(driver: WebDriver) -> bool:
+    """Whether the page shows the login form and no user."""
+    return not driver.find_elements(By.ID, "user") and bool(driver.find_elements(By.ID, "login"))
+
+
+def sessions_listed(driver: WebDriver) -> list[tuple[str, str, bool]]:
+    """The "Your sessions" table: (device, network, this device?) per session."""
+    return [
+        (
+            row.find_element(By.CLASS_NAME, "device").text,
+            row.find_element(By.CLASS_NAME, "network").text,
+            bool(row.find_elements(By.CLASS_NAME, "current")),
+        )
+        for row in driver.find_elements(By.CSS_SELECTOR, "#sessions tr.session")
+    ]
+
+
+def revoke_button(driver: WebDriver, device: str) -> str:
+    """The id of the button that logs out the session of ``device``."""
+    rows = driver.find_elements(By.CSS_SELECTOR, "#sessions tr.session")
+    (row,) = [row for row in rows if row.find_element(By.CLASS_NAME, "device").text == device]
+    return str(row.find_element(By.CLASS_NAME, "revoke").get_attribute("id"))
+
+
+def test_your_sessions_page_logs_out_another_browser(
+    laptop_and_phone: tuple[WebDriver, WebDriver], demo_on_workers: str
+) -> None:
+    laptop, phone = laptop_and_phone
+    url = demo_on_workers
+    log_in(laptop, url, "Alice")
+    log_in(phone, url, "Alice")
+
+    click_and_wait(laptop, "sessions-link")
+    assert sessions_listed(laptop) == [(LAPTOP, NETWORK, True), (PHONE, NETWORK, False)]
+    click_and_wait(laptop, revoke_button(laptop, PHONE))
+    assert text(laptop, "flash") == "That session is logged out."
+    assert sessions_listed(laptop) == [(LAPTOP, NETWORK, True)]
+
+    phone.refresh()  # its next request, whichever worker serves it
+    page_loaded(phone)
+    assert logged_out(phone)
+    laptop.get(url + "/")
+    assert text(laptop, "user") == "Logged in as Alice"
+
+    submit(phone, "username", "Alice", "login")  # the phone logs in again ...
+    click_and_wait(phone, "sessions-link")
+    assert sessions_listed(phone) == [(LAPTOP, NETWORK, False), (PHONE, NETWORK, True)]
+    click_and_wait(phone, "revoke-others")  # ... and logs out everywhere else
+    assert text(phone, "flash") == "Logged out everywhere else: 1 other session(s) ended."
+    assert sessions_listed(phone) == [(PHONE, NETWORK, True)]
+
+    laptop.refresh()
+    page_loaded(laptop)
+    assert logged_out(laptop)
+    laptop.get(url + "/sessions")  # the page is for logged-in users only
+    assert text(laptop, "flash") == "Log in to see your sessions."
+    assert logged_out(laptop)
