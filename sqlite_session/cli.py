@@ -21,6 +21,7 @@ from typing import Any
 
 from . import __version__
 from .janitor import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
+from .janitor.directory_stats import DEFAULT_RESERVE_FRACTION
 from .store import SessionStore
 from .store.accounts import Accounts
 
@@ -113,9 +114,9 @@ def _format_time(timestamp: float | None) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    result = stats(args.path)
+    result = stats(args.path, reserve_fraction=args.reserve_fraction, detail=args.detail)
     if args.json:
-        print(json.dumps(vars(result), sort_keys=True))
+        print(json.dumps({**vars(result), "below_reserve": result.below_reserve}, sort_keys=True))
         return 0
     per_session = result.session_bytes // result.sessions if result.sessions else 0
     print(f"sessions:      {result.sessions}")
@@ -124,6 +125,16 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"oldest expiry: {_format_time(result.oldest_expiry)}")
     print(f"newest expiry: {_format_time(result.newest_expiry)}")
     print(f"other files:   {result.other_files} ({result.other_bytes} bytes)")
+    if result.anonymous is not None:
+        print(f"live sessions: {result.anonymous} anonymous, {result.established} established")
+    print(
+        f"free space:    {result.free_bytes} of {result.total_bytes} bytes "
+        f"(reserve {result.reserve_bytes} at {args.reserve_fraction:g})"
+    )
+    if result.below_reserve:
+        print("policy:        below the reserve: new anonymous sessions are not stored")
+    else:
+        print("policy:        above the reserve: every new session is stored")
     return 0
 
 
@@ -271,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
         "from one stat per file (for monitoring).",
     )
     stats_cmd.add_argument("--json", action="store_true", help="one JSON object")
+    stats_cmd.add_argument(
+        "--reserve-fraction",
+        type=float,
+        default=DEFAULT_RESERVE_FRACTION,
+        metavar="F",
+        help="the app's reserve_fraction, to compare the free space with "
+        f"(default {DEFAULT_RESERVE_FRACTION:g})",
+    )
+    stats_cmd.add_argument(
+        "--detail",
+        action="store_true",
+        help="also count anonymous and established sessions (opens every file: slower)",
+    )
     stats_cmd.set_defaults(handler=_stats, writable=False)
     _add_account_commands(commands)
     return parser

@@ -55,6 +55,11 @@ class UserSession:
     network: str | None  # the client's network at login (a /24 or /48)
 
 
+def _seconds(duration: float | timedelta | None) -> float | None:
+    """A duration option as seconds (a ``timedelta`` converted)."""
+    return duration.total_seconds() if isinstance(duration, timedelta) else duration
+
+
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
@@ -143,6 +148,16 @@ class SqliteSessionInterface(SessionInterface):
         counted from its creation or its last regenerate (a login), OWASP ASVS 3.3.2
         (default None: no limit). Every expiry written is capped there, so reads and
         the sweeper end it like an idle session.
+    ``anonymous_lifetime``
+        Seconds (or a ``timedelta``) an *anonymous* session lives without a request:
+        one never established by :meth:`~PerKeySession.regenerate` (a login) nor given
+        a user (default 3600; None: the app's lifetime). Long enough for a form's CSRF
+        token, short enough that a crawler's sessions go within the hour.
+    ``reserve_fraction``
+        The fraction of the session filesystem kept free for established sessions
+        (default 0.1; 0: none). Below it a new anonymous session is not stored (the
+        response is unchanged, no cookie is set, a warning is logged at most once a
+        minute); established sessions, logins and logouts write into the reserve.
     ``sweep_every``
         Sweep expired sessions from inside the app, about once per this many seconds
         (default None: off; use ``sqlite-session sweep`` from cron or a systemd timer
@@ -171,10 +186,12 @@ class SqliteSessionInterface(SessionInterface):
         user_key: str = "_user_id",
         record_client: bool = False,
         absolute_lifetime: float | timedelta | None = None,
+        anonymous_lifetime: float | timedelta | None = 3600.0,
+        reserve_fraction: float = 0.1,
     ) -> None:
         check_options(locals())  # the keyword options above, before anything is built
-        if isinstance(absolute_lifetime, timedelta):
-            absolute_lifetime = absolute_lifetime.total_seconds()
+        absolute_lifetime = _seconds(absolute_lifetime)
+        anonymous_lifetime = _seconds(anonymous_lifetime)
         self.path = prepare_directory(
             resolve_session_path(path), allow_unsafe=allow_unsafe_directory
         )
@@ -188,6 +205,7 @@ class SqliteSessionInterface(SessionInterface):
             allow_unsafe_directory=allow_unsafe_directory,
             refresh_fraction=refresh_fraction,
             absolute_lifetime=absolute_lifetime,
+            reserve_fraction=reserve_fraction,
         )
         self.settings = SessionSettings(
             store=self.store,
@@ -199,6 +217,7 @@ class SqliteSessionInterface(SessionInterface):
             refresh_fraction=refresh_fraction,
             user_key=user_key,
             record_client=record_client,
+            anonymous_lifetime=anonymous_lifetime,
         )
         _warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}

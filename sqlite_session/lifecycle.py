@@ -110,6 +110,8 @@ class SessionLifecycle:
     _baseline = 0
     _permanent: bool | None = None
     _stored_permanent = False  # the permanent flag of the file when it was opened
+    _anonymous = False  # the bound file's session was never established
+    _regenerated = False  # regenerate() was called: the session is established at save
     _handle: SessionHandle | None = None  # the bound file's; holds its connection until save
     _in_atomic = False
     _explicit_user: object = _UNSET  # set_user()'s, until saved
@@ -151,6 +153,7 @@ class SessionLifecycle:
             self._expires_at = opened.meta.expires_at
             self._baseline = opened.meta.seq
             self._stored_permanent = opened.meta.permanent
+            self._anonymous = opened.meta.anonymous
             if self._permanent is None:
                 self._permanent = opened.meta.permanent
         elif opened.status is OpenStatus.MOVED:
@@ -190,17 +193,34 @@ class SessionLifecycle:
 
     def _changes(self, now: float, *, move: bool = True) -> Changes:
         settings = self._settings
+        user = self._user_change()
+        anonymous = self._stays_anonymous(user)
         changes = self._buffer.changes(
             settings.encode,
             strict=settings.strict,
-            expires_at=now + self._lifetime(),
+            expires_at=now + self._session_lifetime(anonymous),
             permanent=bool(self._permanent),
             baseline=self._baseline,
             move_to=self._new_sid if move and self._state is State.BOUND else None,
             moved_grace=settings.regenerate_grace,
         )
-        changes.user = self._user_change()
+        changes.user = user
+        changes.anonymous = anonymous
         return changes
+
+    def _stays_anonymous(self, user: UserChange | None) -> bool:
+        """True when the session is still not established once this request is saved:
+        no ``regenerate()`` and no user recorded, now or before (see :mod:`.store.format`).
+        What a logout writes after its ``clear()`` (a flash) is anonymous again."""
+        if self._regenerated or (user is not None and user.user is not None):
+            return False
+        return self._anonymous or self._buffer.cleared or self._state is not State.BOUND
+
+    def _session_lifetime(self, anonymous: bool) -> float:
+        """The app's lifetime, or the shorter ``anonymous_lifetime`` of an anonymous session."""
+        lifetime = self._lifetime()
+        limit = self._settings.anonymous_lifetime
+        return min(lifetime, limit) if anonymous and limit is not None else lifetime
 
     def _user_change(self) -> UserChange | None:
         """The user this request gives the session, if it changes it (a login, a logout).
@@ -328,8 +348,15 @@ class SessionLifecycle:
         return self._create(changes, check_cookie)
 
     def _create(self, changes: Changes, check_cookie: Callable[[], object]) -> SaveResult:
-        """Store this request's values as a new session file under a new id."""
-        if not changes.upserts:
+        """Store this request's values as a new session file under a new id.
+
+        A new anonymous session is not stored while the filesystem is below its reserve
+        (see :mod:`.store.reserve`): the request's answer is unchanged, no cookie is set,
+        and the session stays new.
+        """
+        if not changes.upserts or (
+            changes.anonymous and not self._settings.store.reserve.admits_anonymous()
+        ):
             return _SESSION_ENDED if self._stale_cookie else _NO_SESSION
         check_cookie()
         sid = self._new_sid or new_session_id(self._settings.node)
@@ -344,7 +371,7 @@ class SessionLifecycle:
     def _refresh(self, now: float, refresh: bool) -> SaveResult:
         assert self._sid is not None and self._expires_at is not None
         assert self._handle is not None
-        lifetime = self._lifetime()
+        lifetime = self._session_lifetime(self._anonymous)
         due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
         if refresh and now >= due:
             try:

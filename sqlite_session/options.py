@@ -60,6 +60,10 @@ _LOCK_SECONDS = Rule(
     "a number of seconds from 0.001 to 2147483.647",
 )
 _POSITIVE_INT = Rule(lambda v: _is_int(v) and v >= 1, "an int >= 1")
+_LIFETIME = Rule(
+    lambda v: (_is_number(v) and v > 0) or (isinstance(v, timedelta) and v > timedelta()),
+    "a finite number of seconds > 0 or a positive timedelta",
+)
 
 RULES: dict[str, Rule] = {
     "serializer": _or_none(
@@ -83,12 +87,10 @@ RULES: dict[str, Rule] = {
     "flask_login": _FLAG,
     "user_key": Rule(lambda v: isinstance(v, str) and v != "", "a non-empty str"),
     "record_client": _FLAG,
-    "absolute_lifetime": _or_none(
-        Rule(
-            lambda v: (_is_number(v) and v > 0) or (isinstance(v, timedelta) and v > timedelta()),
-            "a finite number of seconds > 0 or a positive timedelta",
-        )
-    ),
+    "absolute_lifetime": _or_none(_LIFETIME),
+    "anonymous_lifetime": _or_none(_LIFETIME),
+    # Below 1: a reserve of the whole filesystem would refuse every anonymous session.
+    "reserve_fraction": Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number from 0 to < 1"),
 }
 
 

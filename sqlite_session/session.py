@@ -93,10 +93,12 @@ class PerKeySession(SessionLifecycle, SessionMixin):
 
         The old id's storage is removed (after a short tombstone period during which
         requests still carrying it can neither revive it nor overwrite the new cookie).
-        Call it when a user logs in, against session fixation.
+        Call it when a user logs in, against session fixation. It also establishes the
+        session: from then on it is no longer anonymous (``anonymous_lifetime``).
         """
         self._resolve()
         self._new_sid = new_session_id(self._settings.node)
+        self._regenerated = True
         self.modified = self.accessed = True
 
     # -- reading -------------------------------------------------------------------

@@ -23,6 +23,7 @@ class SessionSettings:
     refresh_fraction: float
     user_key: str = "_user_id"  # the key whose value is the user the session belongs to
     record_client: bool = False  # record the user agent and coarse address at a login
+    anonymous_lifetime: float | None = None  # a never-established session's (None: the app's)
 
     def encode(self, key: str, value: Any) -> bytes:
         """``session[key] = value`` as stored; TypeError or SessionTooLarge if it cannot be."""

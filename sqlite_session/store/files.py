@@ -121,7 +121,8 @@ class FileBuilder:
                         int(changes.permanent),
                         seq,
                         len(changes.upserts),
-                        time.time(),  # established: created, or regenerated (a move)
+                        time.time(),  # created, or regenerated (a move)
+                        1 if changes.anonymous else None,
                     ),
                 )
                 if changes.account is not None:

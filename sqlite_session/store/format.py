@@ -16,6 +16,13 @@ session would no longer fit one 4 KiB tmpfs page. The statements of every reques
 the first five columns only, so they read format 1 and 2 alike; a format-1 file (written
 by version 0.1) is read and written as it is, and gains the columns, in place, the first
 time a user is recorded in it (:func:`write_account`).
+
+Format 3 added ``meta.anonymous``: 1 in a session that was never established (created
+by a plain save: no ``regenerate()``, no user recorded), NULL otherwise. Anonymous
+sessions live ``anonymous_lifetime`` and are the ones refused below the free-space
+reserve. A file of format 1 or 2 has no such column and counts as established: an older
+session may belong to a logged-in user, and it must not be cut short. The statements of
+every request read the column and fall back to the first five columns for those files.
 """
 
 from __future__ import annotations
@@ -34,8 +41,8 @@ _T = TypeVar("_T")
 # type, so rows are handled as Any rather than narrowed cell by cell.
 Rows = list[tuple[Any, ...]]
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # format 1: no account columns
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # format 1: no account columns; format 2: no anonymous column
 APPLICATION_ID = 0x53514C53  # "SQLS"
 PAGE_SIZE = 1024
 SUFFIX = ".session"
@@ -77,6 +84,8 @@ _ACCOUNT_COLUMNS = (
     ("address", "TEXT"),  # the coarse client address at login, likewise
     ("lifetime", "REAL"),  # the idle lifetime at login: last seen = expiry - lifetime
 )
+# Format 3's column: 1 while the session was never established, else NULL.
+_ANONYMOUS_COLUMN = ("anonymous", "INTEGER")
 
 SCHEMA = f"""
 PRAGMA page_size={PAGE_SIZE};
@@ -92,10 +101,13 @@ CREATE TABLE meta(
     ACCOUNT_COLUMNS
 );
 CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
-""".replace("ACCOUNT_COLUMNS", ",\n    ".join(f"{name} {kind}" for name, kind in _ACCOUNT_COLUMNS))
+""".replace(
+    "ACCOUNT_COLUMNS",
+    ",\n    ".join(f"{name} {kind}" for name, kind in (*_ACCOUNT_COLUMNS, _ANONYMOUS_COLUMN)),
+)
 INSERT_META = (
-    "INSERT INTO meta(expires_at, state, permanent, seq, nkeys, established_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO meta(expires_at, state, permanent, seq, nkeys, established_at, anonymous) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # Columns are named: the row layout is (key, version, value). Keys live in the primary
@@ -104,16 +116,18 @@ UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # (a WITHOUT ROWID table compares whole overflowing rows while searching, which made a
 # lookup read the values of the keys it passed on the way).
 INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
-_READ_META = "SELECT expires_at, state, permanent, seq, nkeys FROM meta"
+_READ_META = "SELECT expires_at, state, permanent, seq, nkeys, anonymous FROM meta"
+_READ_META_BEFORE_3 = "SELECT expires_at, state, permanent, seq, nkeys, NULL FROM meta"
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction and one checkout instead of two.
 # UNION ALL, not a LEFT JOIN: SQLite built with STAT4 re-prepares that LEFT JOIN at every
 # execution (its plan depends on the bound key); two scalar subqueries would walk a large
 # value's pages twice.
 _READ_META_AND_KEY = (
-    "SELECT 0, expires_at, state, permanent, seq, nkeys FROM meta "
-    "UNION ALL SELECT 1, value, version, NULL, NULL, NULL FROM kv WHERE key = ?"
+    "SELECT 0, expires_at, state, permanent, seq, nkeys, anonymous FROM meta "
+    "UNION ALL SELECT 1, value, version, NULL, NULL, NULL, NULL FROM kv WHERE key = ?"
 )
+_READ_META_AND_KEY_BEFORE_3 = _READ_META_AND_KEY.replace(", anonymous FROM", ", NULL FROM")
 _CHECK_HEADER = (
     "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 )
@@ -127,6 +141,7 @@ class Meta(NamedTuple):
     permanent: bool
     seq: int
     nkeys: int
+    anonymous: bool = False  # never established (see the module docstring)
 
     def status(self, now: float) -> OpenStatus:
         """What the row means to a reader at ``now``: LIVE, MOVED or EXPIRED."""
@@ -145,15 +160,25 @@ class Meta(NamedTuple):
         return self.state not in (FileState.LIVE, FileState.MOVED) or self.expires_at <= now
 
 
+def _rows(conn: apsw.Connection, query: str, older: str, *args: Any) -> Rows:
+    """``query``'s rows; a file without format 3's column is read with ``older``."""
+    try:
+        return conn.execute(query, args).fetchall()
+    except apsw.SQLError:
+        if file_version(conn) >= 3:
+            raise
+        return conn.execute(older, args).fetchall()
+
+
 def read_meta(conn: apsw.Connection) -> Meta:
-    return _meta_of(conn.execute(_READ_META).fetchall())
+    return _meta_of(_rows(conn, _READ_META, _READ_META_BEFORE_3))
 
 
 def read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[bytes, int] | None]:
     """The meta row and one key's value and version, in one statement."""
     metas: list[Any] = []
     found = None
-    for row in conn.execute(_READ_META_AND_KEY, (key,)):
+    for row in _rows(conn, _READ_META_AND_KEY, _READ_META_AND_KEY_BEFORE_3, key):
         if row[0] == 0:
             metas.append(row[1:])
         elif found is None:
@@ -174,7 +199,7 @@ def check_format(conn: apsw.Connection) -> None:
 def _meta_of(rows: list[Any]) -> Meta:
     """The ``meta`` row, checked to hold what our schema stores (else StorageBroken)."""
     if len(rows) == 1:  # the usual case, checked in one expression (every request)
-        expires_at, state, permanent, seq, nkeys = rows[0]
+        expires_at, state, permanent, seq, nkeys, anonymous = rows[0]
         if (
             type(expires_at) is float
             and type(state) is int
@@ -182,7 +207,7 @@ def _meta_of(rows: list[Any]) -> Meta:
             and type(seq) is int
             and type(nkeys) is int
         ):
-            return Meta(expires_at, state, permanent != 0, seq, nkeys)
+            return Meta(expires_at, state, permanent != 0, seq, nkeys, anonymous == 1)
     return _checked_meta(rows)
 
 
@@ -190,7 +215,7 @@ def _checked_meta(rows: list[Any]) -> Meta:
     """:func:`_meta_of` for a row of unusual types: accepted if usable, else StorageBroken."""
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
-    expires_at, state, permanent, seq, nkeys = rows[0]
+    expires_at, state, permanent, seq, nkeys, anonymous = rows[0]
     if not isinstance(expires_at, (int, float)):
         raise StorageBroken(f"expiry is a {type(expires_at).__name__}")
     return Meta(
@@ -199,6 +224,7 @@ def _checked_meta(rows: list[Any]) -> Meta:
         bool(typed(permanent, int)),
         typed(seq, int),
         typed(nkeys, int),
+        anonymous == 1,
     )
 
 
@@ -258,18 +284,23 @@ def _seconds(value: object) -> float | None:
 
 
 def write_account(conn: apsw.Connection, account: Account) -> None:
-    """Store ``account`` in the write transaction open on ``conn``.
+    """Store ``account`` in the write transaction open on ``conn``; a session that
+    gains a user is established from now on (no longer anonymous).
 
-    A format-1 file gains the columns first (and becomes format 2); its
-    ``established_at``, unknown, becomes the moment of this write.
+    A file of an older format gains the missing columns first (and becomes format 3);
+    the ``established_at`` of a format-1 file, unknown, becomes the moment of this write.
     """
-    if file_version(conn) < 2:
-        for name, kind in _ACCOUNT_COLUMNS:
-            conn.execute(f"ALTER TABLE meta ADD COLUMN {name} {kind}")
+    if file_version(conn) < FORMAT_VERSION:
+        present = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+        for name, kind in (*_ACCOUNT_COLUMNS, _ANONYMOUS_COLUMN):
+            if name not in present:
+                conn.execute(f"ALTER TABLE meta ADD COLUMN {name} {kind}")
         conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
     assignments = ", ".join(f"{name} = ?" for name, _ in _ACCOUNT_COLUMNS)
     if account.established_at is None:
         account = account._replace(established_at=time.time())
+    if account.user is not None:
+        assignments += ", anonymous = NULL"
     conn.execute(f"UPDATE meta SET {assignments}", tuple(account))
 
 

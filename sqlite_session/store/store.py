@@ -19,6 +19,7 @@ from .format import SUFFIX, Meta, OpenStatus, read_meta, read_meta_and_key
 from .handle import SessionHandle
 from .pool import ConnectionPool
 from .removal import SweepOutcome, sweep_file
+from .reserve import SpaceReserve
 from .transaction import Changes, Transaction, WriteOutcome
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class SessionStore:
     ``refresh_fraction`` is the interface's: how much of the lifetime past a new expiry a
     write that must move the file's expiry mirror may set it (see :mod:`.mirror`).
     ``absolute_lifetime`` (seconds, or None) caps every expiry written at the session's
-    establishment plus that (see :meth:`capped`).
+    establishment plus that (see :meth:`capped`). ``reserve_fraction`` of the
+    filesystem is kept for established sessions (see :mod:`.reserve`).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class SessionStore:
         allow_unsafe_directory: bool = False,
         refresh_fraction: float = 0.0,
         absolute_lifetime: float | None = None,
+        reserve_fraction: float = 0.0,
     ) -> None:
         self.refresh_fraction = refresh_fraction
         self.absolute_lifetime = absolute_lifetime
@@ -80,6 +83,7 @@ class SessionStore:
             max_keys=max_keys,
         )
         self._builder = FileBuilder(self.connector, allow_unsafe_directory=allow_unsafe_directory)
+        self.reserve = SpaceReserve(self.directory, reserve_fraction)
 
     @functools.cached_property
     def accounts(self) -> Accounts:

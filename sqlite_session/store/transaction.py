@@ -68,6 +68,8 @@ class Changes:
     change counter ``baseline`` that the request saw when it opened the session.
     ``user``: the session's user changes (None: it does not, and the batch costs no
     statement for accounts). ``account``: what a new file records of its user (a move).
+    ``anonymous``: the session is not established by this batch (see :mod:`.format`):
+    a new file, a move's copy included, records it.
     A write caps ``expires_at`` at the store's absolute lifetime (see
     :meth:`SessionStore.capped`) and leaves the expiry it stored there.
     """
@@ -83,6 +85,7 @@ class Changes:
     moved_grace: float = 0.0
     user: UserChange | None = None
     account: Account | None = None
+    anonymous: bool = False  # a new file: the session was never established
 
     @property
     def empties_the_session(self) -> bool:
@@ -312,6 +315,7 @@ class Transaction:
             permanent=changes.permanent,
             expires_at=changes.expires_at,
             account=self._moved_account(changes),
+            anonymous=changes.anonymous,
         )
         try:
             self._store.create(changes.move_to, copy, seq=seq)

@@ -177,7 +177,8 @@ def test_session_secret_key_fallbacks(app: Flask) -> None:
     assert client.get().json == {"a": 1}
 
 
-def test_session_expiration(app: Flask) -> None:
+def test_session_expiration(make_app: Callable[..., Flask]) -> None:
+    app = make_app(anonymous_lifetime=None)  # Flask's lifetime, not the anonymous one
     permanent = True
 
     @app.route("/")
@@ -494,7 +495,7 @@ def test_session_is_stored_in_the_server(app: Flask) -> None:
 
 
 def test_session_lifetime_in_config(make_app: Callable[..., Flask]) -> None:
-    app = make_app()
+    app = make_app(anonymous_lifetime=None)  # Flask's lifetime, not the anonymous one
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(days=3)
 
     @app.get("/")

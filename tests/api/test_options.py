@@ -41,6 +41,8 @@ BAD_VALUES: dict[str, list[Any]] = {
     "user_key": ["", 7, None, b"_user_id"],
     "record_client": ["yes", 1, None],
     "absolute_lifetime": [0, -1, "3600", math.inf, True, timedelta(0), timedelta(seconds=-5)],
+    "anonymous_lifetime": [0, -1, "3600", math.nan, False, timedelta(0)],
+    "reserve_fraction": [-0.1, 1, 1.5, None, "0.1", math.nan, True],
 }
 CASES = [(name, value) for name, values in BAD_VALUES.items() for value in values]
 

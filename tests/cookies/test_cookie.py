@@ -106,7 +106,10 @@ def test_deleted_cookie_carries_the_same_attributes(app: Flask) -> None:
         assert deleted.get(attribute) == set_attrs.get(attribute), attribute
 
 
-def test_permanent_session_gets_expires_from_the_lifetime(app: Flask, session_dir: Path) -> None:
+def test_permanent_session_gets_expires_from_the_lifetime(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    app = make_app(anonymous_lifetime=None)  # the app's lifetime, not the anonymous one
     app.config.update(TEST_PERMANENT=True, PERMANENT_SESSION_LIFETIME=timedelta(hours=3))
     client = routes(app)
     attrs = cookie_attributes(client.get("/app/set"))

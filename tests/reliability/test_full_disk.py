@@ -24,6 +24,7 @@ import pytest
 from core_helpers import session_files, set_stored_expiry
 from flask import Flask, jsonify, session
 from servers import handle_session_errors
+from tmpfs import mounted_tmpfs
 
 from sqlite_session import SessionStorageFull
 from sqlite_session.ids import new_session_id
@@ -36,23 +37,8 @@ OPTIONS = "size=256k,nr_inodes=64,mode=0700"
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of 256 KiB and 64 inodes at ``tmp_path/mnt``, unmounted afterwards."""
-    mount_point = tmp_path / "mnt"
-    mount_point.mkdir()
-    try:
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", OPTIONS, "tmpfs", str(mount_point)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except FileNotFoundError:
-        pytest.skip("no mount command here")
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip() or result.returncode}")
-    try:
+    with mounted_tmpfs(tmp_path / "mnt", OPTIONS) as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill_blocks(filler: Path) -> None:
@@ -89,7 +75,9 @@ def fill_up(tiny_tmpfs: Path, fill: Callable[[Path], None] = fill_blocks) -> Pat
 
 
 def full_app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app()
+    # No reserve: what a full filesystem does to any save. With one, a new anonymous
+    # session is simply not stored there (tests/storage/test_anonymous_sessions.py).
+    app = make_app(reserve_fraction=0)
     app.config["TESTING"] = False  # errors reach the app's handlers, as in production
     handle_session_errors(app)
 

@@ -131,6 +131,26 @@ def test_stats(populated: Path) -> None:
     assert data["oldest_expiry"] < time.time() < data["newest_expiry"]
 
 
+def test_stats_shows_the_free_space_and_the_kinds_of_sessions(populated: Path) -> None:
+    store = SessionStore(str(populated))
+    for _ in range(2):  # two more live sessions, anonymous
+        changes = Changes(upserts={"k": b"1"}, expires_at=time.time() + 60, anonymous=True)
+        store.create(new_session_id(), changes)
+    st = os.statvfs(populated)
+
+    plain = json.loads(run("stats", "--json", str(populated)).stdout)
+    detail = json.loads(run("stats", "--json", "--detail", str(populated)).stdout)
+    low = run("stats", "--reserve-fraction", "0.999999", "--detail", str(populated))
+
+    assert (plain["anonymous"], plain["established"]) == (None, None)  # no file opened
+    assert (detail["anonymous"], detail["established"]) == (2, 2)  # live ones only
+    assert plain["total_bytes"] == st.f_blocks * st.f_frsize
+    assert plain["reserve_bytes"] == int(plain["total_bytes"] * 0.1)
+    assert 0 < plain["free_bytes"] <= plain["total_bytes"]
+    assert "live sessions: 2 anonymous, 2 established" in low.stdout
+    assert "below the reserve: new anonymous sessions are not stored" in low.stdout
+
+
 def test_stands_down_while_another_sweep_runs(populated: Path) -> None:
     fd = os.open(populated, os.O_RDONLY | os.O_DIRECTORY)  # the lock is the directory's
     try:
