@@ -1,7 +1,8 @@
 """The app the gunicorn tests run (``gunicorn 'stress_app:create_app()'``).
 
 Configured from the environment so every worker process builds the same app:
-``SESSION_DIR``, ``SECRET_KEY``, ``STRICT`` ("1" for strict mode), ``LOCK_TIMEOUT``.
+``SESSION_DIR``, ``SECRET_KEY``, ``STRICT`` ("1" for strict mode), ``LOCK_TIMEOUT``,
+``ANONYMOUS_LIFETIME`` (seconds; the interface's default when unset).
 Each response reports how long its end-of-request save took (``X-Save-Seconds``,
 lock wait included) so the test can report the worst wait under load.
 """
@@ -29,6 +30,12 @@ class TimedInterface(SqliteSessionInterface):
         response.headers["X-Save-Seconds"] = f"{time.perf_counter() - start:.6f}"
 
 
+def _optional_seconds(option: str, variable: str) -> dict[str, float]:
+    """``{option: seconds}`` from the environment variable, or nothing when it is unset."""
+    value = os.environ.get(variable)
+    return {} if value is None else {option: float(value)}
+
+
 def create_app() -> Flask:
     """The test app; see the module docstring for its environment."""
     app = Flask(__name__)
@@ -37,6 +44,7 @@ def create_app() -> Flask:
         os.environ["SESSION_DIR"],
         strict=os.environ.get("STRICT") == "1",
         lock_timeout=float(os.environ.get("LOCK_TIMEOUT", "5")),
+        **_optional_seconds("anonymous_lifetime", "ANONYMOUS_LIFETIME"),
     )
 
     @app.get("/health")
