@@ -22,6 +22,7 @@ from typing import Any
 from . import __version__
 from .janitor import DEFAULT_GRACE, DEFAULT_LOCK_TIMEOUT, SweepReport, stats, sweep, sweep_lock
 from .janitor.directory_stats import DEFAULT_RESERVE_FRACTION
+from .options import check_option
 from .store import SessionStore
 from .store.accounts import Accounts
 
@@ -183,6 +184,16 @@ def _reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reserve_fraction(text: str) -> float:
+    """``--reserve-fraction``, checked by the interface's rule for ``reserve_fraction``."""
+    try:
+        value = float(text)
+        check_option("reserve_fraction", value, "--reserve-fraction")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _path_command(
     commands: Any, name: str, help: str, description: str, *, user: bool = False
 ) -> Any:
@@ -284,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats_cmd.add_argument("--json", action="store_true", help="one JSON object")
     stats_cmd.add_argument(
         "--reserve-fraction",
-        type=float,
+        type=_reserve_fraction,
         default=DEFAULT_RESERVE_FRACTION,
         metavar="F",
         help="the app's reserve_fraction, to compare the free space with "

@@ -149,6 +149,8 @@ def test_stats_shows_the_free_space_and_the_kinds_of_sessions(populated: Path) -
     assert 0 < plain["free_bytes"] <= plain["total_bytes"]
     assert "live sessions: 2 anonymous, 2 established" in low.stdout
     assert "below the reserve: new anonymous sessions are not stored" in low.stdout
+    refused = run("stats", "--reserve-fraction", "1.5", str(populated))
+    assert refused.returncode == 2 and "--reserve-fraction must be" in refused.stderr
 
 
 def test_stands_down_while_another_sweep_runs(populated: Path) -> None:
