@@ -108,9 +108,7 @@ class Checkout:
     ) -> None:
         if exc is None and self._kept:
             return  # kept: released by its holder
-        self.release(
-            broken=isinstance(exc, DISCARD_AFTER) and not isinstance(exc, apsw.BusyError)
-        )
+        self.release(broken=isinstance(exc, DISCARD_AFTER) and not isinstance(exc, apsw.BusyError))
         if isinstance(exc, apsw.BusyError):
             raise self.lock_timeout() from exc
 
@@ -151,8 +149,6 @@ class Checkout:
             with contextlib.suppress(apsw.Error):
                 conn.execute("ROLLBACK")
         if self._reusable and not broken:
-            self._connector.pool.give(
-                self._path, Pooled(conn, self._inode, self._checked)
-            )
+            self._connector.pool.give(self._path, Pooled(conn, self._inode, self._checked))
         else:
             conn.close()

@@ -43,10 +43,16 @@ def _sort(s: SessionMixin) -> None:
 
 CASES: list[tuple[str, Mutation, Any]] = [
     ("append", lambda s: s["v"]["list"].append(4), {"list": [1, 2, 3, 4], "d": {"x": []}}),
-    ("set nested key", lambda s: s["v"]["d"].__setitem__("y", 1),
-     {"list": [1, 2, 3], "d": {"x": [], "y": 1}}),
-    ("setdefault append", lambda s: s["v"].setdefault("new", []).append(1),
-     {"list": [1, 2, 3], "d": {"x": []}, "new": [1]}),
+    (
+        "set nested key",
+        lambda s: s["v"]["d"].__setitem__("y", 1),
+        {"list": [1, 2, 3], "d": {"x": [], "y": 1}},
+    ),
+    (
+        "setdefault append",
+        lambda s: s["v"].setdefault("new", []).append(1),
+        {"list": [1, 2, 3], "d": {"x": []}, "new": [1]},
+    ),
     ("del nested", lambda s: s["v"]["d"].__delitem__("x"), {"list": [1, 2, 3], "d": {}}),
     ("extend", lambda s: s["v"]["list"].extend([4, 5]), {"list": [1, 2, 3, 4, 5], "d": {"x": []}}),
     ("update", lambda s: s["v"]["d"].update(z=2), {"list": [1, 2, 3], "d": {"x": [], "z": 2}}),
@@ -60,14 +66,23 @@ CASES: list[tuple[str, Mutation, Any]] = [
     ("|=", _ior, {"list": [1, 2, 3], "d": {"x": [], "o": 1}}),
     ("*=", _imul, {"list": [1, 2, 3, 1, 2, 3], "d": {"x": []}}),
     ("reverse", lambda s: s["v"]["list"].reverse(), {"list": [3, 2, 1], "d": {"x": []}}),
-    ("slice assignment", lambda s: s["v"]["list"].__setitem__(slice(0, 2), [7]),
-     {"list": [7, 3], "d": {"x": []}}),
+    (
+        "slice assignment",
+        lambda s: s["v"]["list"].__setitem__(slice(0, 2), [7]),
+        {"list": [7, 3], "d": {"x": []}},
+    ),
     ("del index", lambda s: s["v"]["list"].__delitem__(0), {"list": [2, 3], "d": {"x": []}}),
     ("popitem", lambda s: s["v"]["d"].popitem(), {"list": [1, 2, 3], "d": {}}),
-    ("depth 3", lambda s: s["v"]["d"]["x"].append({"deep": [1]}),
-     {"list": [1, 2, 3], "d": {"x": [{"deep": [1]}]}}),
-    ("depth 5", lambda s: s["v"]["d"]["x"].append({"a": {"b": [0]}}) or None,
-     {"list": [1, 2, 3], "d": {"x": [{"a": {"b": [0]}}]}}),
+    (
+        "depth 3",
+        lambda s: s["v"]["d"]["x"].append({"deep": [1]}),
+        {"list": [1, 2, 3], "d": {"x": [{"deep": [1]}]}},
+    ),
+    (
+        "depth 5",
+        lambda s: s["v"]["d"]["x"].append({"a": {"b": [0]}}) or None,
+        {"list": [1, 2, 3], "d": {"x": [{"a": {"b": [0]}}]}},
+    ),
 ]
 
 

@@ -92,7 +92,8 @@ def test_round_trip_equals_flasks_cookie_session(make_app: Callable[..., Flask])
 
 
 @pytest.mark.parametrize(
-    "value", [object(), {1, 2}, Fraction(1, 3), {"nested": {"deep": object()}}],
+    "value",
+    [object(), {1, 2}, Fraction(1, 3), {"nested": {"deep": object()}}],
     ids=["object", "set", "fraction", "nested object"],
 )
 def test_unstorable_value_raises_type_error_naming_the_key_in_the_view(

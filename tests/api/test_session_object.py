@@ -66,8 +66,12 @@ def test_attributes_of_a_new_and_a_stored_session(app: Flask) -> None:
     client = routes(app, seen)
     client.get("/inspect")
     assert seen == {
-        "mapping": True, "mixin": True, "sid": None, "new": True,
-        "modified": False, "permanent": False,
+        "mapping": True,
+        "mixin": True,
+        "sid": None,
+        "new": True,
+        "modified": False,
+        "permanent": False,
     }
     client.get("/write")
     client.get("/inspect")
@@ -103,9 +107,7 @@ def test_regenerate_gives_a_new_id_same_data_and_retires_the_old_one(
     )
 
 
-def test_regenerate_on_a_new_session_just_uses_the_new_id(
-    app: Flask, session_dir: Path
-) -> None:
+def test_regenerate_on_a_new_session_just_uses_the_new_id(app: Flask, session_dir: Path) -> None:
     seen: dict[str, Any] = {}
     client = routes(app, seen)
     client.get("/login")

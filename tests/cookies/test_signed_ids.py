@@ -93,9 +93,18 @@ def hostile_cookies(decoy_dir: Path, decoy_sid: str) -> dict[str, str]:
 
 
 CASES = [
-    "bad signature", "signature of another key", "no signature", "bad shape", "relative path",
-    "signed relative path", "signed absolute path", "signed dot-dot", "NUL", "huge",
-    "non-ascii", "empty",
+    "bad signature",
+    "signature of another key",
+    "no signature",
+    "bad shape",
+    "relative path",
+    "signed relative path",
+    "signed absolute path",
+    "signed dot-dot",
+    "NUL",
+    "huge",
+    "non-ascii",
+    "empty",
 ]
 
 

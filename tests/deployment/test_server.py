@@ -33,8 +33,18 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     gunicorn = Path(sys.executable).parent / "gunicorn"
     proc = subprocess.Popen(
-        [str(gunicorn), "-w", str(WORKERS), "-b", f"127.0.0.1:{port}", "--chdir", str(TESTS),
-         "--log-level", "warning", "core_server_app:create_app()"],
+        [
+            str(gunicorn),
+            "-w",
+            str(WORKERS),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(TESTS),
+            "--log-level",
+            "warning",
+            "core_server_app:create_app()",
+        ],
         env=env,
     )
     base = f"http://127.0.0.1:{port}"

@@ -79,9 +79,7 @@ def build_app(directory: Path) -> Flask:
     return add_counter(app_answering_session_errors(directory))
 
 
-def test_an_io_error_keeps_the_session_and_the_cookie(
-    disk: FailingDisk, session_dir: Path
-) -> None:
+def test_an_io_error_keeps_the_session_and_the_cookie(disk: FailingDisk, session_dir: Path) -> None:
     client = build_app(session_dir).test_client()
     assert client.post("/count").text == "1"
     sid, cookie = sid_of(client), cookie_value(client)

@@ -114,6 +114,7 @@ def test_a_file_of_another_user_is_never_opened(
     never write through it; the sweeper leaves it alone, whatever its expiry."""
     if os.geteuid() != 0:
         pytest.skip("only root can give a file to another user")
+
     def user_app() -> Flask:
         app = make_app()
 

@@ -175,9 +175,10 @@ def test_a_hard_link_at_a_legacy_sessions_journal_is_never_written_through(
 @contextlib.contextmanager
 def immutable(path: Path) -> Iterator[None]:
     """``chattr +i``: a file that opens read-only even for root (skipped where unsupported)."""
-    if shutil.which("chattr") is None or subprocess.run(
-        ["chattr", "+i", str(path)], capture_output=True, check=False
-    ).returncode:
+    if (
+        shutil.which("chattr") is None
+        or subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False).returncode
+    ):
         pytest.skip("no chattr +i on this filesystem")
     try:
         yield
@@ -232,9 +233,7 @@ def test_a_directory_under_one_others_may_write_to_is_refused(tmp_path: Path, bi
 
 
 @pytest.mark.parametrize("owner", ["root", "another user"])
-def test_a_sticky_ancestor_is_safe_if_root_or_this_user_owns_it(
-    tmp_path: Path, owner: str
-) -> None:
+def test_a_sticky_ancestor_is_safe_if_root_or_this_user_owns_it(tmp_path: Path, owner: str) -> None:
     """As /tmp: 1777 and root's. Owned by someone else, its owner may still swap entries."""
     if os.geteuid() != 0:
         pytest.skip("only root can give a directory to another user")

@@ -70,9 +70,12 @@ def test_unwritable_directory_is_refused(tmp_path: Path) -> None:
     directory = tmp_path / "readonly"
     directory.mkdir(mode=0o700)
     if os.geteuid() == 0:
-        if shutil.which("chattr") is None or subprocess.run(
-            ["chattr", "+i", str(directory)], capture_output=True, check=False
-        ).returncode:
+        if (
+            shutil.which("chattr") is None
+            or subprocess.run(
+                ["chattr", "+i", str(directory)], capture_output=True, check=False
+            ).returncode
+        ):
             pytest.skip("running as root on a filesystem without chattr +i")
     else:
         directory.chmod(0o500)

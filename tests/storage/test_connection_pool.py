@@ -290,7 +290,7 @@ def test_a_save_sees_what_another_process_committed_after_its_first_read(
     conn = apsw.Connection(str(session_dir / name))
     try:
         rows = dict(conn.execute("SELECT key, version FROM kv").fetchall())
-        (nkeys, seq), = conn.execute("SELECT nkeys, seq FROM meta").fetchall()
+        ((nkeys, seq),) = conn.execute("SELECT nkeys, seq FROM meta").fetchall()
     finally:
         conn.close()
     assert set(rows) == {"a", "b", "c", "x", "n"} and nkeys == 5

@@ -206,9 +206,7 @@ def test_no_read_only_refresh_when_refresh_each_request_is_off(
     assert stored_meta(session_dir, sid)["expires_at"] == old_expiry
 
 
-def test_a_refreshed_permanent_cookie_carries_the_new_expiry(
-    app: Flask, session_dir: Path
-) -> None:
+def test_a_refreshed_permanent_cookie_carries_the_new_expiry(app: Flask, session_dir: Path) -> None:
     client = routes(app, permanent=True)
     client.get("/count")
     sid = sid_of(client)

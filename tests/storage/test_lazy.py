@@ -85,9 +85,7 @@ def test_cookieless_request_that_does_not_write_creates_nothing(
     assert list(session_dir.iterdir()) == []
 
 
-def test_first_save_of_a_non_empty_session_creates_the_file(
-    app: Flask, session_dir: Path
-) -> None:
+def test_first_save_of_a_non_empty_session_creates_the_file(app: Flask, session_dir: Path) -> None:
     client = routes(app).test_client()
     assert session_files(session_dir) == []
     response = client.get("/set")

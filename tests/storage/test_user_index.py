@@ -154,9 +154,9 @@ def test_a_new_index_appears_complete_or_not_at_all(store: SessionStore) -> None
     sid = new_session(store)
     Accounts(store).assign(sid, "alice")
     UserIndex(store.directory).discard()
-    child = multiprocessing.get_context("fork").Process(target=_build_index_then_die, args=(
-        store.directory,
-    ))
+    child = multiprocessing.get_context("fork").Process(
+        target=_build_index_then_die, args=(store.directory,)
+    )
     child.start()
     child.join(30)
     assert child.exitcode == -signal.SIGKILL
