@@ -19,7 +19,8 @@ from .errors import (
     SessionTooLarge,
 )
 from .ext import SqliteSession
-from .interface import SessionFileInfo, SqliteSessionInterface, UserSession
+from .interface import SqliteSessionInterface
+from .reports import SessionFileInfo, UserSession
 from .serializer import PickleSerializer, Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 

@@ -11,7 +11,6 @@ import os
 import resource
 import threading
 import weakref
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,11 +19,13 @@ from flask import request as current_request
 from flask.globals import request_ctx
 from flask.sessions import SessionInterface, SessionMixin
 
+from .cookie_header import checked_samesite, cookie_value, vary_on_cookie
 from .cookie_prefix import check_cookie_prefix
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
 from .logins import connect_flask_login
 from .options import check_options
+from .reports import SessionFileInfo, UserSession, utc
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 from .settings import SessionSettings
@@ -36,32 +37,9 @@ log = logging.getLogger("sqlite_session")
 MiB = 1024 * 1024
 
 
-@dataclass(frozen=True)
-class UserSession:
-    """One of a user's sessions, as :meth:`SqliteSessionInterface.user_sessions` lists it.
-
-    ``handle`` is opaque: it names the session for :meth:`~SqliteSessionInterface.
-    revoke_session` and nothing else (no cookie can be rebuilt from it). ``last_seen``
-    is the last request that moved the expiry (so within ``refresh_fraction`` of the
-    lifetime). ``user_agent`` and ``network`` are None unless ``record_client`` is on.
-    """
-
-    handle: str
-    established_at: datetime  # created, or last regenerated (the login)
-    last_seen: datetime
-    expires_at: datetime
-    current: bool  # the session of the request being handled
-    user_agent: str | None
-    network: str | None  # the client's network at login (a /24 or /48)
-
-
 def _seconds(duration: float | timedelta | None) -> float | None:
     """A duration option as seconds (a ``timedelta`` converted)."""
     return duration.total_seconds() if isinstance(duration, timedelta) else duration
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
 
 def _current_sid() -> str | None:
@@ -70,16 +48,6 @@ def _current_sid() -> str | None:
         return None
     session = request_ctx.session
     return session.sid if isinstance(session, PerKeySession) else None
-
-
-@dataclass(frozen=True)
-class SessionFileInfo:
-    """What :meth:`SqliteSessionInterface.describe` reports about a session's file."""
-
-    path: str
-    size: int  # bytes of the file
-    wal_size: int  # bytes of its write-ahead log (``<path>-wal``), 0 when there is none
-    rows: tuple[tuple[str, int], ...]  # (key, size of its value as stored), one per key
 
 
 class SqliteSessionInterface(SessionInterface):
@@ -292,7 +260,7 @@ class SqliteSessionInterface(SessionInterface):
     def _save(self, app: Flask, session: PerKeySession, response: Response) -> None:
         varied = session.accessed
         if varied:
-            _vary_on_cookie(response)
+            vary_on_cookie(response)
         if not session.touched():
             return
         if response.status_code >= 500 and not self.save_on_error:
@@ -341,7 +309,7 @@ class SqliteSessionInterface(SessionInterface):
             attributes = attributes or self._cookie_attributes(app)
             response.set_cookie(name, value, expires=expires, **attributes)
         if not varied:
-            _vary_on_cookie(response)
+            vary_on_cookie(response)
 
     def describe(self, session: PerKeySession) -> SessionFileInfo | None:
         """The file that stores ``session`` and the encoded size of each of its values.
@@ -379,9 +347,9 @@ class SqliteSessionInterface(SessionInterface):
         return [
             UserSession(
                 handle=info.handle,
-                established_at=_utc(info.established_at),
-                last_seen=_utc(info.last_seen),
-                expires_at=_utc(info.expires_at),
+                established_at=utc(info.established_at),
+                last_seen=utc(info.last_seen),
+                expires_at=utc(info.expires_at),
                 current=info.sid == current,
                 user_agent=info.agent,
                 network=info.address,
@@ -410,36 +378,9 @@ class SqliteSessionInterface(SessionInterface):
             "path": self.get_cookie_path(app),
             "secure": self.get_cookie_secure(app),
             "partitioned": self.get_cookie_partitioned(app),
-            "samesite": _checked_samesite(self.get_cookie_samesite(app)),
+            "samesite": checked_samesite(self.get_cookie_samesite(app)),
             "httponly": self.get_cookie_httponly(app),
         }
-
-
-def cookie_value(request: Request, name: str) -> str | None:
-    """The request's cookie ``name``: what ``request.cookies.get(name)`` returns, cheaper.
-
-    ``request.cookies`` parses every cookie of the header into a MultiDict on every
-    request; this picks one cookie out of the header directly, following Werkzeug's
-    grammar: ``;``-separated
-    ``key=value`` pairs, spaces and tabs around them ignored, the first pair of a name
-    wins. Anything else is left to ``request.cookies``: a quoted value (it may hide a
-    ``;``), or a value with a space or tab inside (Werkzeug skips such a pair). A
-    property test checks that the two agree on arbitrary headers.
-    """
-    header: str | None = request.environ.get("HTTP_COOKIE")
-    if not header:
-        return None
-    if '"' not in header:
-        for part in header.split(";"):
-            key, _, value = part.partition("=")
-            if key.strip(" \t") == name:
-                value = value.strip(" \t")
-                if " " in value or "\t" in value:
-                    break
-                return value
-        else:
-            return None
-    return request.cookies.get(name)
 
 
 def _warn_if_too_many_files(connection_cache_size: int) -> None:
@@ -458,27 +399,3 @@ def _warn_if_too_many_files(connection_cache_size: int) -> None:
             needed,
             soft,
         )
-
-
-def _vary_on_cookie(response: Response) -> None:
-    """Add ``Vary: Cookie``: cheaply when the response has no Vary header yet (the usual case).
-
-    ``response.vary.add`` re-parses the header, and ``"Vary" in response.headers`` raises
-    and catches a KeyError when it is absent; a scan of the few headers plus an append is
-    cheaper than either.
-    """
-    headers = response.headers
-    for name, _ in headers:
-        if name.lower() == "vary":
-            response.vary.add("Cookie")
-            return
-    headers.add("Vary", "Cookie")
-
-
-def _checked_samesite(value: str | None) -> str | None:
-    """``SESSION_COOKIE_SAMESITE`` as Werkzeug will accept it, or ValueError now."""
-    if value is not None and value.title() not in ("Strict", "Lax", "None"):
-        raise ValueError(
-            f"SESSION_COOKIE_SAMESITE must be 'Strict', 'Lax' or 'None', not {value!r}"
-        )
-    return value

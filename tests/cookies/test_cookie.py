@@ -23,7 +23,7 @@ from werkzeug.http import parse_date
 from werkzeug.test import TestResponse, create_environ
 from werkzeug.wrappers import Request
 
-from sqlite_session.interface import cookie_value
+from sqlite_session.cookie_header import cookie_value
 
 SETTINGS = dict(
     SESSION_COOKIE_NAME="sid",
