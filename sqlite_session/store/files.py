@@ -123,6 +123,7 @@ class FileBuilder:
                         len(changes.upserts),
                         time.time(),  # created, or regenerated (a move)
                         1 if changes.anonymous else None,
+                        changes.expires_at,  # the mirror set below
                     ),
                 )
                 if changes.account is not None:

@@ -23,6 +23,11 @@ sessions live ``anonymous_lifetime`` and are the ones refused below the free-spa
 reserve. A file of format 1 or 2 has no such column and counts as established: an older
 session may belong to a logged-in user, and it must not be cut short. The statements of
 every request read the column and fall back to the first five columns for those files.
+
+Format 4 added ``meta.mirror``: the bound the file's mtime was last set to by a write
+(see :mod:`.mirror`), so that a write whose new expiry stays under it knows without a
+system call that the mtime covers it. Files of formats 1 to 3 read it as None: their
+writes set the mtime every time (and gain the column when they gain a user).
 """
 
 from __future__ import annotations
@@ -41,8 +46,9 @@ _T = TypeVar("_T")
 # type, so rows are handled as Any rather than narrowed cell by cell.
 Rows = list[tuple[Any, ...]]
 
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # format 1: no account columns; format 2: no anonymous column
+FORMAT_VERSION = 4
+# format 1: no account columns; 2: no anonymous column; 3: no mirror column
+READABLE_VERSIONS = (1, 2, 3, 4)
 APPLICATION_ID = 0x53514C53  # "SQLS"
 PAGE_SIZE = 1024
 SUFFIX = ".session"
@@ -86,6 +92,10 @@ _ACCOUNT_COLUMNS = (
 )
 # Format 3's column: 1 while the session was never established, else NULL.
 _ANONYMOUS_COLUMN = ("anonymous", "INTEGER")
+# Format 4's column: the bound the mtime was last set to by a write (see .mirror).
+_MIRROR_COLUMN = ("mirror", "REAL")
+# The columns each format added to meta after the first, by the version that added them.
+_ADDED_COLUMNS = ((2, _ACCOUNT_COLUMNS), (3, (_ANONYMOUS_COLUMN,)), (4, (_MIRROR_COLUMN,)))
 
 SCHEMA = f"""
 PRAGMA page_size={PAGE_SIZE};
@@ -103,12 +113,13 @@ CREATE TABLE meta(
 CREATE TABLE kv(key TEXT PRIMARY KEY NOT NULL, version INTEGER NOT NULL, value BLOB NOT NULL);
 """.replace(
     "ACCOUNT_COLUMNS",
-    ",\n    ".join(f"{name} {kind}" for name, kind in (*_ACCOUNT_COLUMNS, _ANONYMOUS_COLUMN)),
+    ",\n    ".join(f"{name} {kind}" for _, added in _ADDED_COLUMNS for name, kind in added),
 )
 INSERT_META = (
-    "INSERT INTO meta(expires_at, state, permanent, seq, nkeys, established_at, anonymous) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO meta(expires_at, state, permanent, seq, nkeys, established_at, anonymous, "
+    "mirror) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+UPDATE_META = "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?"
 UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # Columns are named: the row layout is (key, version, value). Keys live in the primary
 # key's index and the version precedes the value in the row, so finding a key, testing
@@ -116,18 +127,21 @@ UPDATE_KEY = "UPDATE kv SET value = ?, version = ? WHERE key = ?"
 # (a WITHOUT ROWID table compares whole overflowing rows while searching, which made a
 # lookup read the values of the keys it passed on the way).
 INSERT_KV = "INSERT INTO kv(key, value, version) VALUES (?, ?, ?)"
-_READ_META = "SELECT expires_at, state, permanent, seq, nkeys, anonymous FROM meta"
-_READ_META_BEFORE_3 = "SELECT expires_at, state, permanent, seq, nkeys, NULL FROM meta"
+# A NULL mirror in a file of format 4 (one that gained the column in place) reads as 0.0:
+# a bound that covers nothing, set by the next write.
+_READ_META = (
+    "SELECT expires_at, state, permanent, seq, nkeys, anonymous, coalesce(mirror, 0.0) FROM meta"
+)
 # The first access of a request nearly always reads one key: reading it in the same
 # statement as the meta row takes one read transaction and one checkout instead of two.
 # UNION ALL, not a LEFT JOIN: SQLite built with STAT4 re-prepares that LEFT JOIN at every
 # execution (its plan depends on the bound key); two scalar subqueries would walk a large
 # value's pages twice.
 _READ_META_AND_KEY = (
-    "SELECT 0, expires_at, state, permanent, seq, nkeys, anonymous FROM meta "
-    "UNION ALL SELECT 1, value, version, NULL, NULL, NULL, NULL FROM kv WHERE key = ?"
+    "SELECT 0, expires_at, state, permanent, seq, nkeys, anonymous, coalesce(mirror, 0.0) "
+    "FROM meta UNION ALL SELECT 1, value, version, NULL, NULL, NULL, NULL, NULL FROM kv "
+    "WHERE key = ?"
 )
-_READ_META_AND_KEY_BEFORE_3 = _READ_META_AND_KEY.replace(", anonymous FROM", ", NULL FROM")
 _CHECK_HEADER = (
     "SELECT application_id, user_version FROM pragma_application_id, pragma_user_version"
 )
@@ -142,6 +156,12 @@ class Meta(NamedTuple):
     seq: int
     nkeys: int
     anonymous: bool = False  # never established (see the module docstring)
+    mirror: float | None = None  # the mtime's bound set by a write; None: format < 4
+
+    @property
+    def bound(self) -> float:
+        """What the mtime must be at least: the expiry, or the higher bound set by a write."""
+        return self.expires_at if self.mirror is None else max(self.expires_at, self.mirror)
 
     def status(self, now: float) -> OpenStatus:
         """What the row means to a reader at ``now``: LIVE, MOVED or EXPIRED."""
@@ -160,25 +180,35 @@ class Meta(NamedTuple):
         return self.state not in (FileState.LIVE, FileState.MOVED) or self.expires_at <= now
 
 
-def _rows(conn: apsw.Connection, query: str, older: str, *args: Any) -> Rows:
-    """``query``'s rows; a file without format 3's column is read with ``older``."""
+def _rows(conn: apsw.Connection, query: str, *args: Any) -> Rows:
+    """``query``'s rows; in a file of an older format, the columns it lacks read as NULL."""
     try:
         return conn.execute(query, args).fetchall()
     except apsw.SQLError:
-        if file_version(conn) >= 3:
+        version = file_version(conn)
+        if version >= FORMAT_VERSION:
             raise
-        return conn.execute(older, args).fetchall()
+        return conn.execute(_for_version(query, version), args).fetchall()
+
+
+def _for_version(query: str, version: int) -> str:
+    """``query`` with NULL in place of the columns added after format ``version``."""
+    for added_in, columns in _ADDED_COLUMNS[1:]:  # (account columns are not read here)
+        if version < added_in:
+            for name, _ in columns:
+                query = query.replace(f"coalesce({name}, 0.0)", "NULL").replace(name, "NULL")
+    return query
 
 
 def read_meta(conn: apsw.Connection) -> Meta:
-    return _meta_of(_rows(conn, _READ_META, _READ_META_BEFORE_3))
+    return _meta_of(_rows(conn, _READ_META))
 
 
 def read_meta_and_key(conn: apsw.Connection, key: str) -> tuple[Meta, tuple[bytes, int] | None]:
     """The meta row and one key's value and version, in one statement."""
     metas: list[Any] = []
     found = None
-    for row in _rows(conn, _READ_META_AND_KEY, _READ_META_AND_KEY_BEFORE_3, key):
+    for row in _rows(conn, _READ_META_AND_KEY, key):
         if row[0] == 0:
             metas.append(row[1:])
         elif found is None:
@@ -199,15 +229,16 @@ def check_format(conn: apsw.Connection) -> None:
 def _meta_of(rows: list[Any]) -> Meta:
     """The ``meta`` row, checked to hold what our schema stores (else StorageBroken)."""
     if len(rows) == 1:  # the usual case, checked in one expression (every request)
-        expires_at, state, permanent, seq, nkeys, anonymous = rows[0]
+        expires_at, state, permanent, seq, nkeys, anonymous, mirror = rows[0]
         if (
             type(expires_at) is float
             and type(state) is int
             and type(permanent) is int
             and type(seq) is int
             and type(nkeys) is int
+            and (mirror is None or type(mirror) is float)
         ):
-            return Meta(expires_at, state, permanent != 0, seq, nkeys, anonymous == 1)
+            return Meta(expires_at, state, permanent != 0, seq, nkeys, anonymous == 1, mirror)
     return _checked_meta(rows)
 
 
@@ -215,7 +246,7 @@ def _checked_meta(rows: list[Any]) -> Meta:
     """:func:`_meta_of` for a row of unusual types: accepted if usable, else StorageBroken."""
     if len(rows) != 1:
         raise StorageBroken(f"meta table holds {len(rows)} rows")
-    expires_at, state, permanent, seq, nkeys, anonymous = rows[0]
+    expires_at, state, permanent, seq, nkeys, anonymous, mirror = rows[0]
     if not isinstance(expires_at, (int, float)):
         raise StorageBroken(f"expiry is a {type(expires_at).__name__}")
     return Meta(
@@ -225,6 +256,7 @@ def _checked_meta(rows: list[Any]) -> Meta:
         typed(seq, int),
         typed(nkeys, int),
         anonymous == 1,
+        _seconds(mirror),
     )
 
 
@@ -287,14 +319,15 @@ def write_account(conn: apsw.Connection, account: Account) -> None:
     """Store ``account`` in the write transaction open on ``conn``; a session that
     gains a user is established from now on (no longer anonymous).
 
-    A file of an older format gains the missing columns first (and becomes format 3);
+    A file of an older format gains the missing columns first (and becomes format 4);
     the ``established_at`` of a format-1 file, unknown, becomes the moment of this write.
     """
     if file_version(conn) < FORMAT_VERSION:
         present = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
-        for name, kind in (*_ACCOUNT_COLUMNS, _ANONYMOUS_COLUMN):
-            if name not in present:
-                conn.execute(f"ALTER TABLE meta ADD COLUMN {name} {kind}")
+        for _, added in _ADDED_COLUMNS:
+            for name, kind in added:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE meta ADD COLUMN {name} {kind}")
         conn.execute(f"PRAGMA user_version={FORMAT_VERSION}")
     assignments = ", ".join(f"{name} = ?" for name, _ in _ACCOUNT_COLUMNS)
     if account.established_at is None:

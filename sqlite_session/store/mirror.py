@@ -5,8 +5,11 @@ The sweeper removes an expired session on its ``lstat`` alone (see
 stored expiry whenever it claims to be a mirror:
 
 * it is set, under the session's write lock, *before* the commit that moves the expiry
-  later (a commit that then fails leaves it ahead: still a bound), and lowered only
-  under that lock after a commit that moved the expiry earlier (:func:`lower_mirror`);
+  past the bound stored in the file (``meta.mirror``, committed with it: a commit that
+  then fails leaves the mtime ahead, still a bound), and lowered only under that lock
+  after a commit that moved the expiry and the bound earlier (:func:`lower_mirror`).
+  Whoever sets it sets it at or above the stored bound, so a write whose expiry stays
+  under that bound knows the mirror covers it without looking (:func:`cover`);
 * it is tagged: its nanoseconds are :data:`TAG_NS` and it differs from the ctime. SQLite
   writing the file (a WAL checkpoint, above all the one at the last close) sets mtime and
   ctime to the same "now", which is no bound at all: such a file is simply not mirrored,
@@ -25,7 +28,7 @@ import os
 
 import apsw
 
-from .format import read_meta
+from .format import Meta, read_meta
 
 TAG_NS = 271_828_182  # the nanoseconds of every mirror; a write time has them by chance only
 NS = 1_000_000_000
@@ -59,19 +62,23 @@ def set_mirror(target: str | int, expires_at: float) -> None:
         os.utime(target, ns=(ns, ns), follow_symlinks=False)
 
 
-def cover(path: str, expires_at: float, lead: float) -> None:
+def cover(path: str, expires_at: float, meta: Meta, lead: float) -> float | None:
     """Under the write lock, before the commit that stores ``expires_at``: make the
-    file's mirror at least ``expires_at``.
+    file's mirror at least ``expires_at``; returns the bound to store with it in
+    ``meta.mirror`` (None: the stored one already covers it, and nothing was done).
 
-    One ``lstat`` when the mirror already covers it; otherwise a ``utime`` that sets it
-    ``lead`` seconds (at most :data:`MAX_LEAD`) beyond, so the next writes need none.
+    A tagged mtime is never below the stored bound (every setter of the mtime sets it at
+    or above the bound it stores or reads), so a write under the bound needs no system
+    call. Otherwise a ``utime`` sets the mirror ``lead`` seconds (at most
+    :data:`MAX_LEAD`) beyond, so the writes that follow within it need none. A file of
+    an older format (no stored bound) gets its ``utime`` at every write.
     """
-    try:
-        bound = mirrored(os.lstat(path))
-    except FileNotFoundError:
-        return  # unlinked meanwhile: the write goes to an inode nobody will open again
-    if bound is None or bound < expires_at:
-        set_mirror(path, expires_at + min(max(lead, 0.0), MAX_LEAD))
+    if meta.mirror is not None and expires_at <= meta.mirror:
+        return None
+    bound = expires_at + min(max(lead, 0.0), MAX_LEAD)
+    with contextlib.suppress(FileNotFoundError):  # unlinked meanwhile: nobody reads it again
+        set_mirror(path, bound)
+    return bound
 
 
 def lower_mirror(conn: apsw.Connection, path: str) -> None:
@@ -84,7 +91,7 @@ def lower_mirror(conn: apsw.Connection, path: str) -> None:
     with contextlib.suppress(apsw.Error, OSError):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            set_mirror(path, read_meta(conn).expires_at)
+            set_mirror(path, read_meta(conn).bound)
         finally:
             conn.execute("ROLLBACK")
 
@@ -104,7 +111,7 @@ def close_keeping_mirror(conn: apsw.Connection, path: str, inode: tuple[int, int
         try:
             st = os.lstat(path)
             if (st.st_dev, st.st_ino) == inode:
-                set_mirror(path, read_meta(conn).expires_at)
+                set_mirror(path, read_meta(conn).bound)
         finally:
             conn.execute("ROLLBACK")
     conn.close()

@@ -152,7 +152,7 @@ def sweep_file(connector: Connector, path: str, now: float, *, dry_run: bool) ->
             # Its mtime was no mirror (a WAL checkpoint wrote the file): mirror the
             # expiry again, under the lock, so the next sweep needs only a stat.
             with contextlib.suppress(OSError):
-                set_mirror(path, meta.expires_at)
+                set_mirror(path, meta.bound)
             return SweepOutcome.KEPT
         removal = Removal(conn, path, connector.pool, meta.seq)
         try:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import apsw
 
@@ -15,6 +15,7 @@ from .errors import on_open_file
 from .format import (
     INSERT_KV,
     UPDATE_KEY,
+    UPDATE_META,
     Account,
     FileState,
     Meta,
@@ -171,15 +172,13 @@ class Transaction:
             return WriteOutcome.MOVED
         if changes.user is not None:
             self.record_user(changes.user, changes.expires_at - now)
-        changes.expires_at = self._capped(changes.expires_at)
-        conn.execute(
-            "UPDATE meta SET expires_at = ?, permanent = ?, seq = ?, nkeys = ?",
-            (changes.expires_at, int(changes.permanent), seq, nkeys),
-        )
+        expires_at = changes.expires_at = self._capped(changes.expires_at)
         # The mirror, when it must move, is set up to refresh_fraction of the lifetime
         # beyond the new expiry: the writes that follow within it need no utime.
-        lead = (changes.expires_at - now) * self._store.refresh_fraction
-        self._mirror(changes.expires_at, lead)
+        lead = (expires_at - now) * self._store.refresh_fraction
+        self._update_meta(
+            UPDATE_META, (expires_at, int(changes.permanent), seq, nkeys), expires_at, lead
+        )
         return WriteOutcome.WRITTEN
 
     def refresh(self, expires_at: float) -> float | None:
@@ -191,8 +190,7 @@ class Transaction:
         expires_at = self._capped(expires_at)
         if expires_at <= self.meta.expires_at:
             return self.meta.expires_at  # at its absolute deadline: nothing to move
-        self._conn.execute("UPDATE meta SET expires_at = ?", (expires_at,))
-        self._mirror(expires_at, 0.0)
+        self._update_meta("UPDATE meta SET expires_at = ?", (expires_at,), expires_at, 0.0)
         return expires_at
 
     def _capped(self, expires_at: float) -> float:
@@ -275,15 +273,24 @@ class Transaction:
         self._remove(self.meta.seq + 1)
         return True
 
-    def _mirror(self, expires_at: float, lead: float) -> None:
-        """Keep the file's mtime a bound of the expiry this transaction is about to commit.
+    def _update_meta(
+        self, update: str, values: tuple[Any, ...], expires_at: float, lead: float
+    ) -> None:
+        """Run ``update`` (of the meta row, storing ``expires_at``) and keep the file's
+        mtime a bound of that expiry (see :mod:`.mirror`).
 
-        Raised now, before the commit (see :mod:`.mirror`); lowered only after it, under a
-        new lock, when the expiry moves earlier.
+        Raised now, before the commit, and the new bound stored by ``update``; when the
+        expiry moves earlier, the bound comes down with it and the mtime after the
+        commit, under a new lock.
         """
-        assert self.meta is not None
-        cover(self._path, expires_at, lead)
-        self._lower_mirror = expires_at < self.meta.expires_at
+        assert self._conn is not None and self.meta is not None
+        meta = self.meta
+        self._lower_mirror = expires_at < meta.expires_at
+        bound = expires_at if self._lower_mirror else cover(self._path, expires_at, meta, lead)
+        if bound is not None and meta.mirror is not None:  # (a file of format 4)
+            update += ", mirror = ?"
+            values += (bound,)
+        self._conn.execute(update, values)
 
     def _check_conflicts(self, changes: Changes) -> None:
         assert self._conn is not None and changes.expected is not None
@@ -333,11 +340,12 @@ class Transaction:
             self._remove(seq)
             return
         tombstone_until = time.time() + changes.moved_grace
-        self._conn.execute(
+        self._update_meta(
             "UPDATE meta SET state = ?, expires_at = ?, seq = ?, nkeys = 0",
             (int(FileState.MOVED), tombstone_until, seq),
+            tombstone_until,
+            0.0,
         )
-        self._mirror(tombstone_until, 0.0)
 
     def finish_without_space(self) -> bool:
         """The commit failed for want of space and was rolled back: finish a transaction

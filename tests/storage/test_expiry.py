@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 from core_helpers import (
     add_counter,
@@ -29,7 +30,7 @@ from werkzeug.http import parse_date
 
 from sqlite_session.ids import new_session_id
 from sqlite_session.janitor import LSTAT_GRACE, sweep
-from sqlite_session.store import Changes, SessionStore, checkout
+from sqlite_session.store import Changes, SessionStore, WriteOutcome, checkout
 from sqlite_session.store.mirror import mirrored
 
 LIFETIME = 100.0
@@ -63,41 +64,76 @@ def assert_mirrors(path: Path, expiry: float, lead: float) -> None:
 def test_every_write_keeps_the_mirror_at_or_after_the_stored_expiry(
     make_app: Callable[..., Flask], session_dir: Path
 ) -> None:
+    """The stored bound covers the expiry and the mtime covers the bound, after every
+    write; a file SQLite wrote since (no mirror) is mirrored again by the first write
+    whose expiry passes the stored bound."""
     client = routes(make_app(refresh_fraction=0.1))
     client.get("/count")
     path = session_path(session_dir, sid_of(client))
     for _ in range(3):
         client.get("/count")
-        assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME)
+        meta = stored_meta(session_dir, sid_of(client))
+        assert meta["expires_at"] <= meta["mirror"]
+        assert_mirrors(path, meta["mirror"], 0.0)
     os.utime(path)  # mtime = ctime = now, as a WAL checkpoint leaves it: no mirror
     assert mirrored(path.stat()) is None
+    conn = apsw.Connection(str(path))
+    conn.execute("UPDATE meta SET mirror = expires_at")  # as once the expiry moved past it
+    conn.close()
     after_revalidation()
     client.get("/count")
     assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME)
 
 
-def test_a_burst_of_writes_moves_the_mirror_once(
-    make_app: Callable[..., Flask], session_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A mirror that must move is set a little beyond the new expiry (10% of the
-    lifetime here): the writes that follow within it need no utime of their own."""
-    client = routes(make_app(refresh_fraction=0.1))
-    client.get("/count")
-    client.get("/count")  # the connection is pooled
-    path = session_path(session_dir, sid_of(client))
-    os.utime(path)  # no mirror, as after a checkpoint
-    utimes: list[str] = []
+@pytest.fixture
+def utimes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``os.utime`` is called on from now on (a new file's, by descriptor, not)."""
+    calls: list[str] = []
     real_utime = os.utime
 
-    def utime_spy(target: str, *args: Any, **kwargs: Any) -> None:
-        utimes.append(target)
+    def utime_spy(target: str | int, *args: Any, **kwargs: Any) -> None:
+        if isinstance(target, str):
+            calls.append(target)
         real_utime(target, *args, **kwargs)
 
     monkeypatch.setattr(os, "utime", utime_spy)
+    return calls
+
+
+def test_writes_under_the_stored_bound_leave_the_mtime_alone(
+    make_app: Callable[..., Flask], session_dir: Path, utimes: list[str]
+) -> None:
+    """A mirror that must move is set a little beyond the new expiry (10% of the
+    lifetime here), and that bound is stored with it: the writes that follow within it
+    need no utime of their own."""
+    client = routes(make_app(refresh_fraction=0.1))
+    client.get("/count")  # a new file: its mirror is its expiry
+    path = session_path(session_dir, sid_of(client))
     for _ in range(5):
         client.get("/count")
-    assert utimes == [str(path)]
-    assert_mirrors(path, stored_meta(session_dir, sid_of(client))["expires_at"], LIFETIME * 0.1)
+    assert utimes == [str(path)]  # the first write passed the new file's bound
+    meta = stored_meta(session_dir, sid_of(client))
+    assert meta["mirror"] >= meta["expires_at"]
+    assert_mirrors(path, meta["expires_at"], LIFETIME * 0.1)
+
+
+def test_a_file_of_format_3_is_mirrored_at_every_write(tmp_path: Path, utimes: list[str]) -> None:
+    """A file written before the bound was stored (format 3) has none to trust: each
+    write sets the mirror, and the file is read and written as it is."""
+    store = SessionStore(str(tmp_path), refresh_fraction=0.1)
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + LIFETIME))
+    conn = apsw.Connection(store.path_for(sid))
+    conn.execute("ALTER TABLE meta DROP COLUMN mirror; PRAGMA user_version=3")
+    conn.close()
+    for value in (b'"1"', b'"2"'):
+        changes = Changes(upserts={"k": value}, expires_at=time.time() + LIFETIME)
+        assert store.write(sid, changes) is WriteOutcome.WRITTEN
+    assert utimes == [store.path_for(sid)] * 2
+    opened = store.open(sid, "k")
+    assert opened.meta is not None and opened.meta.mirror is None
+    assert opened.row == (b'"2"', 2)
+    assert_mirrors(Path(store.path_for(sid)), opened.meta.expires_at, LIFETIME * 0.1)
 
 
 def test_a_shorter_expiry_brings_the_mirror_down(
