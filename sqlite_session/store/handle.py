@@ -10,17 +10,11 @@ import apsw
 
 from ..errors import SessionStorageFull, SessionStorageUnavailable
 from .checkout import Checkout
-from .errors import (
-    DAMAGE_MET_WRITING,
-    DISCARD_AFTER,
-    StorageBroken,
-    damage,
-    lock_timeout,
-    on_open_file,
-)
+from .errors import DISCARD_AFTER, StorageBroken, on_open_file
 from .format import Meta, read_keys, read_meta, read_value, read_version
 from .removal import unlink_without_tombstone
 from .transaction import Changes, Transaction, WriteOutcome
+from .write_lock import WriteLock
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -112,54 +106,18 @@ class SessionHandle:
         :class:`SessionLockTimeout`. ``tx.status`` tells whether the session was still
         live when the lock was taken. Inside the block the handle reads through it.
         """
-        path, store = self._path, self._store
-        connector = store.connector
-        checkout: SessionHandle | Checkout = self
-        if not self.held:
-            checkout = Checkout(connector, path, write=True)
-        gone_without_tombstone = False
+        checkout = self._write_checkout()
         with checkout as conn:
             if conn is None:
-                yield Transaction(store, self._sid, None, None)
+                yield Transaction(self._store, self._sid, None, None)
                 return
-            if timeout is not None:
-                conn.setbusytimeout(int(timeout * 1000))
-            try:
+            with (lock := WriteLock(self._store, self._sid, conn, checkout.meta_now, timeout)):
+                self._tx = lock.tx
                 try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except apsw.BusyError as exc:
-                    waited = connector.busy_timeout if timeout is None else timeout
-                    raise lock_timeout(path, waited) from exc
-                tx = Transaction(store, self._sid, conn, checkout.meta_now(conn))
-                self._tx = tx
-                committing = False
-                try:
-                    yield tx
-                    committing = True
-                    conn.execute("COMMIT")
-                    tx.committed()
-                except BaseException as exc:
-                    no_space = connector.out_of_space(exc, conn)  # before ROLLBACK resets errno
-                    with contextlib.suppress(apsw.Error):
-                        conn.execute("ROLLBACK")
-                    if not no_space:
-                        raise
-                    gone_without_tombstone = committing and tx.finish_without_space()
-                    if not gone_without_tombstone:
-                        raise connector.full_error(path) from exc
+                    yield lock.tx
                 finally:
                     self._tx = None
-            except DAMAGE_MET_WRITING as exc:
-                # CantOpen: a journal or WAL file that cannot be opened (a planted symlink:
-                # SQLite never follows one, or no descriptor left) on a disk that is not full.
-                raise damage(exc, conn) from exc
-            finally:
-                if timeout is not None:
-                    with contextlib.suppress(apsw.Error):  # (closed if the block broke it)
-                        conn.setbusytimeout(int(connector.busy_timeout * 1000))
-        if gone_without_tombstone or tx.after_commit():
-            self.release(broken=True)  # its file is gone: never back into the pool
-            connector.pool.forget(path)  # (nor the connection a checkout gave back)
+        self._after(lock)
 
     def write(self, changes: Changes) -> WriteOutcome:
         """Apply ``changes`` in one transaction.
@@ -168,14 +126,32 @@ class SessionHandle:
         clear) on a filesystem too full to open it unlink its file all the same.
         """
         try:
-            with self.transaction() as tx:
-                return tx.apply(changes)
+            checkout = self._write_checkout()
+            with checkout as conn:
+                if conn is None:
+                    return WriteOutcome.GONE
+                with (lock := WriteLock(self._store, self._sid, conn, checkout.meta_now)) as tx:
+                    outcome = tx.apply(changes)
+            self._after(lock)
+            return outcome
         except SessionStorageFull:
             if not changes.empties_the_session:
                 raise
         self.release(broken=True)
         unlink_without_tombstone(self._path, self._store.connector.pool)
         return WriteOutcome.REMOVED
+
+    def _write_checkout(self) -> SessionHandle | Checkout:
+        """What a transaction's connection comes from: the held one, else the pool's."""
+        if self.held:
+            return self
+        return Checkout(self._store.connector, self._path, write=True)
+
+    def _after(self, lock: WriteLock) -> None:
+        """Once the lock's transaction has committed: unlink a removed session's file."""
+        if lock.gone or lock.tx.after_commit():
+            self.release(broken=True)  # its file is gone: never back into the pool
+            self._store.connector.pool.forget(self._path)  # (nor a checkout's connection)
 
     def refresh(self, expires_at: float) -> float | None:
         """Push a live session's expiry to ``expires_at``: see :meth:`Transaction.refresh`."""
