@@ -102,6 +102,9 @@ def new_handle() -> str:
     return secrets.token_urlsafe(HANDLE_BYTES)
 
 
+_OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+
+
 class UserIndex:
     """The user index of one session directory (see the module docstring).
 
@@ -114,17 +117,28 @@ class UserIndex:
         self.path = os.path.join(directory, INDEX_NAME)
         self._busy_ms = int(busy_timeout * 1000)
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[apsw.Connection]:
-        """A connection to the index; IndexMissing without one, IndexDamaged if not ours."""
+    def _open(self) -> apsw.Connection:
+        """A read-write connection to the index file; IndexMissing when there is none."""
+        conn: apsw.Connection | None
         try:
-            conn = apsw.Connection(
-                self.path, flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
-            )
+            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
         except apsw.CantOpenError as exc:
             if not self.exists():
                 raise IndexMissing(f"no user index at {self.path}") from exc
-            raise
+            conn = None
+        if conn is None or conn.readonly("main"):
+            # Another process linked a new index into place while SQLite opened it: it
+            # found no file to open read-write, then one to open read-only (or still
+            # none). Opened again; a file that truly cannot be written stays read-only.
+            if conn is not None:
+                conn.close()
+            conn = apsw.Connection(self.path, flags=_OPEN_FLAGS)
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[apsw.Connection]:
+        """A connection to the index; IndexMissing without one, IndexDamaged if not ours."""
+        conn = self._open()
         try:
             conn.setbusytimeout(self._busy_ms)
             conn.execute("PRAGMA synchronous=OFF")  # on tmpfs, as for the session files

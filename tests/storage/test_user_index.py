@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import signal
 import time
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import apsw
@@ -177,6 +180,47 @@ def _build_index_then_die(directory: str) -> None:
 
     apsw.Connection = Dying  # type: ignore[misc]
     Accounts(SessionStore(directory)).rebuild()
+
+
+def test_first_logins_in_many_processes_at_once_all_succeed(tmp_path: Path) -> None:
+    """While one process links the new index into place, the others' logins wait for it
+    or build it themselves: none fails because the file appeared in the middle of its
+    open, where SQLite falls back to read-only or to nothing (two gunicorn workers'
+    first logins met so in the deployment test)."""
+    processes, rounds = 4, 250
+    context = multiprocessing.get_context("fork")
+    failed = []
+    for round_ in range(rounds):
+        directory = tmp_path / f"round{round_}"
+        directory.mkdir(mode=0o700)
+        store = SessionStore(str(directory))
+        sids = [new_session(store) for _ in range(processes)]
+        start, results = context.Barrier(processes), context.Queue()
+        children = [
+            context.Process(target=_log_in_at_once, args=(str(directory), sid, start, results))
+            for sid in sids
+        ]
+        for child in children:
+            child.start()
+        outcomes = [results.get(timeout=30) for _ in children]
+        for child in children:
+            child.join(30)
+        failed += [outcome for outcome in outcomes if outcome != "ok"]
+        assert failed == [], f"round {round_}: {failed[0]}"
+        assert {s.sid for s in Accounts(store).sessions("alice")} == set(sids)
+
+
+def _log_in_at_once(directory: str, sid: str, start: Barrier, results: Queue[str]) -> None:
+    """In a child process: log alice in to session ``sid`` when all the others do."""
+    accounts = Accounts(SessionStore(directory))
+    start.wait(10)
+    time.sleep(random.uniform(0, 0.003))  # spread over the time a build takes
+    try:
+        accounts.assign(sid, "alice")
+    except Exception as exc:  # reported to the test, which shows it
+        results.put(f"{type(exc).__name__}: {exc}")
+    else:
+        results.put("ok")
 
 
 def test_the_sweeper_prunes_the_entries_of_the_sessions_it_removes(
