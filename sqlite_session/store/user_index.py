@@ -98,8 +98,13 @@ class IndexMissing(IndexDamaged):
 
 
 def new_handle() -> str:
-    """A fresh opaque handle: random, unrelated to the session id or the cookie."""
-    return secrets.token_urlsafe(HANDLE_BYTES)
+    """A fresh opaque handle: random, unrelated to the session id or the cookie.
+
+    Never starting with "-", which a command line would take for an option
+    (``sqlite-session revoke --handle H``).
+    """
+    handle = secrets.token_urlsafe(HANDLE_BYTES)
+    return "_" + handle[1:] if handle.startswith("-") else handle
 
 
 _OPEN_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW

@@ -15,7 +15,7 @@ import pytest
 from sqlite_session.ids import new_session_id
 from sqlite_session.store import Changes, SessionStore
 from sqlite_session.store.accounts import Accounts
-from sqlite_session.store.user_index import UserIndex
+from sqlite_session.store.user_index import UserIndex, new_handle
 
 CONSOLE_SCRIPT = str(Path(sys.executable).parent / "sqlite-session")
 
@@ -88,3 +88,11 @@ def test_reindex_rebuilds_a_lost_index(session_dir: Path, logged_in: dict[str, l
     rows = json.loads(run("sessions", str(session_dir), "--user", "bob", "--json").stdout)
     assert len(rows) == 1
     assert os.path.exists(session_dir / f"{logged_in['bob'][0]}.session")
+
+
+def test_every_handle_can_follow_the_handle_option() -> None:
+    """A handle never starts with "-": argparse took such a one for an option, and
+    ``revoke --handle H`` failed with a usage error (one handle in 64 did)."""
+    handles = [new_handle() for _ in range(5000)]
+    assert not [h for h in handles if h.startswith("-")]
+    assert len(set(handles)) == len(handles)
