@@ -9,25 +9,25 @@ through, and the end-of-request save. What the save did is reported as facts in 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from enum import Enum
 from typing import NamedTuple
 
-from flask import has_request_context, request
-
 from .buffer import WriteBuffer
+from .client import recorded_client
 from .errors import SessionLockTimeout, SessionStorageFull, SessionStorageUnavailable
 from .ids import new_session_id, short_id
 from .settings import SessionSettings
 from .store import (
     Changes,
+    Meta,
     Opened,
     OpenStatus,
     SessionHandle,
     StorageBroken,
+    Transaction,
     UserChange,
     WriteOutcome,
 )
@@ -35,30 +35,6 @@ from .store import (
 log = logging.getLogger("sqlite_session")
 
 _UNSET = object()  # set_user() not called
-# How much of the client's address is recorded at a login (record_client): the network,
-# enough to tell a place from another, not the host.
-IPV4_PREFIX = 24
-IPV6_PREFIX = 48
-AGENT_CHARS = 256
-
-
-def recorded_client() -> tuple[str | None, str | None]:
-    """The user agent and the coarse address of the current request's client."""
-    if not has_request_context():
-        return None, None
-    agent = request.headers.get("User-Agent")
-    address = request.remote_addr
-    return (agent[:AGENT_CHARS] if agent else None), (coarse_address(address) if address else None)
-
-
-def coarse_address(address: str) -> str | None:
-    """``address``'s network (a /24 of IPv4, a /48 of IPv6); None if it is not an address."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class State(Enum):
@@ -145,23 +121,30 @@ class SessionLifecycle:
             self._state = State.NEW
             return None
         opened = self._settings.store.open(sid, key, hold=True)
-        if opened.status is OpenStatus.LIVE:
-            assert opened.meta is not None
+        self._found(sid, opened.status, opened.meta, opened.handle)
+        return opened
+
+    def _found(
+        self, sid: str, status: OpenStatus, meta: Meta | None, handle: SessionHandle | None
+    ) -> None:
+        """Take on what the store found under ``sid``: at the first access, or under the
+        write lock of a save that changed the session without reading it."""
+        if status is OpenStatus.LIVE:
+            assert meta is not None
             self._state = State.BOUND
             self._sid = sid
-            self._handle = opened.handle
-            self._expires_at = opened.meta.expires_at
-            self._baseline = opened.meta.seq
-            self._stored_permanent = opened.meta.permanent
-            self._anonymous = opened.meta.anonymous
+            self._handle = handle
+            self._expires_at = meta.expires_at
+            self._baseline = meta.seq
+            self._stored_permanent = meta.permanent
+            self._anonymous = meta.anonymous
             if self._permanent is None:
-                self._permanent = opened.meta.permanent
-        elif opened.status is OpenStatus.MOVED:
+                self._permanent = meta.permanent
+        elif status is OpenStatus.MOVED:
             self._state = State.SUPERSEDED
         else:
             self._state = State.NEW
             self._stale_cookie = True
-        return opened
 
     def _bind(self, sid: str) -> None:
         """Continue as the session stored under ``sid``, a file this request has written."""
@@ -285,45 +268,82 @@ class SessionLifecycle:
         key deleted), and raises if that cookie could not be set: then nothing is
         written. The caller then calls :meth:`release`.
         """
-        self._resolve()
         now = time.time()
+        if self._state is State.UNRESOLVED and self.pending():
+            # Changed without being read (a value set, a logout's clear): the session is
+            # looked up under the write lock, by the transaction that writes it.
+            sid = self._read_sid()
+            if sid is not None:
+                return self._write(self._settings.store.handle(sid), now, check_cookie, sid)
+            self._state = State.NEW
+        self._resolve()
+        if self._state is State.BOUND:
+            if not self.pending():
+                return self._refresh(now, refresh)  # read-only: no batch to build
+            assert self._handle is not None
+            return self._write(self._handle, now, check_cookie)
+        return self._unbound(now, check_cookie)
+
+    def _unbound(self, now: float, check_cookie: Callable[[], object]) -> SaveResult:
+        """Save a session that no live file backs: a new one, unless it was superseded."""
         if self._state is State.SUPERSEDED:
             if self.modified:
                 log.info("discarding changes of a request that carried a regenerated session id")
             return _NO_SESSION
+        return self._create(self._changes(now), check_cookie)
+
+    def _batch(self, now: float, check_cookie: Callable[[], object]) -> Changes:
+        """This request's changes to the bound session, ``check_cookie`` called first when
+        the write may create the regenerated session's file or end with a cookie to set
+        (a new Expires) or delete: one that cannot be set must stop the write."""
         buffer = self._buffer
-        if self._state is State.BOUND and not self.pending():
-            return self._refresh(now, refresh)  # read-only: no batch to build
         if buffer.cleared and buffer.dirty and self._new_sid is None:
             # Written after a clear() (a logout's flash): the old id must lead to nothing
             # (OWASP ASVS 3.3.1), so this request's data goes under a new id.
             self._new_sid = new_session_id(self._settings.node)
         changes = self._changes(now)
-        if self._state is State.BOUND:
-            return self._write(changes, now, check_cookie)
-        return self._create(changes, check_cookie)
+        permanent = changes.permanent
+        if (
+            self._new_sid
+            or buffer.cleared
+            or buffer.deleted
+            or permanent
+            or permanent != self._stored_permanent
+        ):
+            check_cookie()
+        return changes
 
     def _write(
-        self, changes: Changes, now: float, check_cookie: Callable[[], object]
+        self,
+        handle: SessionHandle,
+        now: float,
+        check_cookie: Callable[[], object],
+        unread: str | None = None,
     ) -> SaveResult:
-        """Save ``changes`` to the bound session's file."""
-        assert self._sid is not None and self._handle is not None
-        permanent = bool(self._permanent)
-        permanent_changed = permanent != self._stored_permanent
-        buffer = self._buffer
-        if self._new_sid or buffer.cleared or buffer.deleted or permanent or permanent_changed:
-            # The write may create the regenerated session's file, or end with a cookie
-            # to set (a new Expires) or delete: one that cannot be set must stop it first.
-            check_cookie()
+        """Save this request's changes to the file behind ``handle``: the bound session's,
+        or, with ``unread``, the session of that id, found under the write lock."""
+        changes: Changes | None
+        outcome: WriteOutcome | None
         try:
-            outcome = self._handle.write(changes)
+            if unread is None:
+                changes = self._batch(now, check_cookie)
+                outcome = handle.write(changes)
+            else:
+                changes, outcome = self._write_unread(handle, unread, now, check_cookie)
         except StorageBroken as exc:
             # The file went bad after it was opened (damaged data pages are only met
             # by the write): save what this request set into a fresh session rather
             # than fail this and every later request carrying the same cookie.
             self._lose_storage(f"writing failed ({exc})")
             return self._create(self._changes(now), check_cookie)
+        if outcome is None:  # (unread) no live session under that id
+            return self._unbound(now, check_cookie)
         self._settled(outcome)
+        if outcome is WriteOutcome.REMOVED:
+            return _SESSION_ENDED
+        assert changes is not None  # (else removed, before a look at the file: no space)
+        permanent = changes.permanent
+        permanent_changed = permanent != self._stored_permanent
         if outcome is WriteOutcome.WRITTEN:
             return SaveResult(
                 self._sid, changes.expires_at, False, True, permanent, permanent_changed
@@ -337,8 +357,6 @@ class SessionLifecycle:
         if outcome is WriteOutcome.SUPERSEDED:
             log.info("session %s was regenerated meanwhile; changes discarded", short_id(self._sid))
             return _NO_SESSION
-        if outcome is WriteOutcome.REMOVED:
-            return _SESSION_ENDED
         if self._new_sid is None:
             # Cleared (a logout), swept or expired while this request ran: what it
             # changed was read from that session, and must not outlive it.
@@ -346,6 +364,26 @@ class SessionLifecycle:
             return _NO_SESSION
         self._stale_cookie = True  # a regenerate (a login) starts afresh regardless
         return self._create(changes, check_cookie)
+
+    def _write_unread(
+        self, handle: SessionHandle, sid: str, now: float, check_cookie: Callable[[], object]
+    ) -> tuple[Changes | None, WriteOutcome | None]:
+        """Write a session this request changed without reading it: found under the write
+        lock, by the transaction that writes it. Returns the batch (None if none was
+        made) and the outcome (None when no live session was found)."""
+        batch = None
+
+        def prepare(tx: Transaction) -> Changes | None:
+            nonlocal batch
+            self._found(sid, tx.status, tx.meta, handle)
+            if self._state is State.BOUND:
+                batch = self._batch(now, check_cookie)
+            return batch
+
+        buffer = self._buffer
+        empties = buffer.cleared and not buffer.dirty and self._new_sid is None
+        outcome = handle.write_prepared(prepare, empties=empties)
+        return batch, outcome
 
     def _create(self, changes: Changes, check_cookie: Callable[[], object]) -> SaveResult:
         """Store this request's values as a new session file under a new id.

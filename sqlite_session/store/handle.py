@@ -120,22 +120,37 @@ class SessionHandle:
         self._after(lock)
 
     def write(self, changes: Changes) -> WriteOutcome:
-        """Apply ``changes`` in one transaction.
+        """Apply ``changes`` in one transaction."""
+        outcome = self.write_prepared(lambda tx: changes, empties=changes.empties_the_session)
+        assert outcome is not None
+        return outcome
 
-        A removal never needs space: ``changes`` that empty the session (a logout's
-        clear) on a filesystem too full to open it unlink its file all the same.
+    def write_prepared(
+        self, prepare: Callable[[Transaction], Changes | None], *, empties: bool = False
+    ) -> WriteOutcome | None:
+        """Apply the changes ``prepare`` makes, in one transaction, once it has seen the
+        session under the write lock (``tx.status``, ``tx.meta``; a missing file is a
+        transaction without a connection). None when ``prepare`` returns None: nothing
+        written.
+
+        A removal never needs space: changes that empty the session (``empties``: a
+        logout's clear) on a filesystem too full to open it unlink its file all the same.
         """
         try:
             checkout = self._write_checkout()
             with checkout as conn:
                 if conn is None:
-                    return WriteOutcome.GONE
+                    missing = Transaction(self._store, self._sid, None, None)
+                    return None if prepare(missing) is None else WriteOutcome.GONE
                 with (lock := WriteLock(self._store, self._sid, conn, checkout.meta_now)) as tx:
+                    changes = prepare(tx)
+                    if changes is None:
+                        return None
                     outcome = tx.apply(changes)
             self._after(lock)
             return outcome
         except SessionStorageFull:
-            if not changes.empties_the_session:
+            if not empties:
                 raise
         self.release(broken=True)
         unlink_without_tombstone(self._path, self._store.connector.pool)

@@ -12,15 +12,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import apsw
 import pytest
-from core_helpers import session_path, sid_of, spy_io, stored_meta
+from core_helpers import session_path, sid_of, spy_io, statements, stored_meta
 from flask import Flask, request
 from flask.testing import FlaskClient
 
@@ -200,25 +198,6 @@ def test_a_request_in_flight_cannot_bring_a_revoked_session_back(
     assert not session_path(Path(interface(app).path), sid).exists()
     assert client.get("/whoami").text == "None"
     assert listed_sids(app, "alice") == set()
-
-
-@contextmanager
-def statements() -> Iterator[list[str]]:
-    """Every SQL statement run by connections opened inside the block."""
-    seen: list[str] = []
-
-    def trace(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
-        seen.append(sql)
-        return True
-
-    def hook(conn: apsw.Connection) -> None:
-        conn.exec_trace = trace
-
-    apsw.connection_hooks.append(hook)
-    try:
-        yield seen
-    finally:
-        apsw.connection_hooks.remove(hook)
 
 
 def test_requests_that_do_not_change_the_user_pay_nothing(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import after_revalidation, open_session_files, spy_io
+from core_helpers import after_revalidation, open_session_files, spy_io, statements
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
@@ -179,6 +179,23 @@ def test_one_checkout_per_request_however_many_keys_it_touches(
     with spy_io(session_dir) as log:
         assert client.get("/work").text == "6"
     assert not [e for e in log.events if e[0] == "sqlite.open"]  # and serves the next one
+
+
+def test_a_write_without_a_read_looks_the_session_up_inside_its_transaction(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A request that changes the session without reading it (a value set, a logout's
+    clear) reads the meta row once, under the write lock: no read of its own before."""
+    writer = lease_app(make_app).test_client()
+    writer.get("/set")
+    with statements() as seen:
+        client = lease_app(make_app).test_client()  # a fresh interface: nothing pooled yet
+        client.set_cookie("session", writer.get_cookie("session").value)  # type: ignore[union-attr]
+        assert client.get("/set").text == "ok"
+    meta_reads = [i for i, sql in enumerate(seen) if "FROM meta" in sql]
+    assert len(meta_reads) == 1, seen
+    assert seen.index("BEGIN IMMEDIATE") < meta_reads[0] < seen.index("COMMIT"), seen
+    assert client.get("/work").text == "6"  # written to the session the cookie names
 
 
 @pytest.mark.parametrize("path", ["/fail", "/logout"])
