@@ -269,14 +269,15 @@ class SessionLifecycle:
         written. The caller then calls :meth:`release`.
         """
         now = time.time()
-        if self._state is State.UNRESOLVED and self.pending():
-            # Changed without being read (a value set, a logout's clear): the session is
-            # looked up under the write lock, by the transaction that writes it.
-            sid = self._read_sid()
-            if sid is not None:
+        if self._state is State.UNRESOLVED:
+            if not self.pending():
+                self._resolve()
+            elif (sid := self._read_sid()) is not None:
+                # Changed without being read (a value set, a logout's clear): the session
+                # is looked up under the write lock, by the transaction that writes it.
                 return self._write(self._settings.store.handle(sid), now, check_cookie, sid)
-            self._state = State.NEW
-        self._resolve()
+            else:
+                self._state = State.NEW
         if self._state is State.BOUND:
             if not self.pending():
                 return self._refresh(now, refresh)  # read-only: no batch to build

@@ -14,7 +14,7 @@ import errno
 import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
 
@@ -23,6 +23,7 @@ from ..ids import short_id
 
 log = logging.getLogger("sqlite_session")
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 class StorageBroken(Exception):
@@ -137,10 +138,16 @@ def classify(exc: apsw.Error, code: int) -> BaseException:
     return SessionStorageUnavailable(f"session storage unavailable now: {reason}")
 
 
-def on_open_file(conn: apsw.Connection, query: Callable[[apsw.Connection], _T]) -> _T:
-    """``query(conn)``; a failure other than a busy lock is classified by :func:`damage`."""
+def on_open_file(
+    conn: apsw.Connection,
+    query: Callable[Concatenate[apsw.Connection, _P], _T],
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """``query(conn, *args)``; a failure other than a busy lock is classified by
+    :func:`damage`."""
     try:
-        return query(conn)
+        return query(conn, *args, **kwargs)
     except apsw.BusyError:
         raise
     except apsw.Error as exc:

@@ -133,7 +133,7 @@ class SessionStore:
                 if key is None:
                     meta = on_open_file(conn, read_meta)
                 else:
-                    meta, row = on_open_file(conn, lambda c: read_meta_and_key(c, key))
+                    meta, row = on_open_file(conn, read_meta_and_key, key)
                 status = meta.status(time.time())
                 if status is not OpenStatus.LIVE:
                     return Opened(status, None)
