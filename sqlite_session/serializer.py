@@ -96,6 +96,8 @@ def _needs_no_tag(value: Any) -> bool:
     acyclic (json.dumps has accepted it).
     """
     kind = type(value)
+    if kind in _LISTS and set(map(type, value)) <= _SCALARS:
+        return True  # a list of scalars, the commonest container value: one scan
     if kind not in _DICTS and kind not in _LISTS:
         return False
     dicts, lists = ([value], []) if kind in _DICTS else ([], [value])

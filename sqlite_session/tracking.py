@@ -30,6 +30,11 @@ def track(value: Any, on_change: OnChange) -> Any:
     Most items are scalars, and a Python loop over them cost more than decoding them.
     """
     top = _twin(value, on_change)
+    kind = type(top)
+    if (kind is TrackedList and set(map(type, top)) <= _SCALARS) or (
+        kind is TrackedDict and set(map(type, top.values())) <= _SCALARS
+    ):
+        return top  # a list or dict of scalars, the commonest container value: done
     level = _Level()
     level.add(top)
     while level.dicts or level.lists:
