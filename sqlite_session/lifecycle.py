@@ -120,6 +120,10 @@ class SessionLifecycle:
         if sid is None:
             self._state = State.NEW
             return None
+        return self._open(sid, key)
+
+    def _open(self, sid: str, key: str | None = None) -> Opened:
+        """Open session ``sid`` (the cookie's, verified) and take on what was found."""
         opened = self._settings.store.open(sid, key, hold=True)
         self._found(sid, opened.status, opened.meta, opened.handle)
         return opened
@@ -275,7 +279,15 @@ class SessionLifecycle:
             elif (sid := self._read_sid()) is not None:
                 # Changed without being read (a value set, a logout's clear): the session
                 # is looked up under the write lock, by the transaction that writes it.
-                return self._write(self._settings.store.handle(sid), now, check_cookie, sid)
+                try:
+                    return self._write(self._settings.store.handle(sid), now, check_cookie, sid)
+                except SessionStorageFull:
+                    if self._state is not State.UNRESOLVED:
+                        raise
+                    # Too full to open the file for writing: looked up as a read does (a
+                    # snapshot), so that a logout removes only a live session, and only
+                    # once check_cookie has passed, as below.
+                    self._open(sid)
             else:
                 self._state = State.NEW
         if self._state is State.BOUND:
@@ -342,7 +354,7 @@ class SessionLifecycle:
         self._settled(outcome)
         if outcome is WriteOutcome.REMOVED:
             return _SESSION_ENDED
-        assert changes is not None  # (else removed, before a look at the file: no space)
+        assert changes is not None
         permanent = changes.permanent
         permanent_changed = permanent != self._stored_permanent
         if outcome is WriteOutcome.WRITTEN:
@@ -381,9 +393,7 @@ class SessionLifecycle:
                 batch = self._batch(now, check_cookie)
             return batch
 
-        buffer = self._buffer
-        empties = buffer.cleared and not buffer.dirty and self._new_sid is None
-        outcome = handle.write_prepared(prepare, empties=empties)
+        outcome = handle.write_prepared(prepare)
         return batch, outcome
 
     def _create(self, changes: Changes, check_cookie: Callable[[], object]) -> SaveResult:

@@ -121,37 +121,60 @@ class SessionHandle:
 
     def write(self, changes: Changes) -> WriteOutcome:
         """Apply ``changes`` in one transaction."""
-        outcome = self.write_prepared(lambda tx: changes, empties=changes.empties_the_session)
+        try:
+            outcome = self.write_prepared(lambda tx: changes)
+        except SessionStorageFull:
+            if not changes.empties_the_session:
+                raise
+            return self._removed_without_space()
         assert outcome is not None
         return outcome
 
     def write_prepared(
-        self, prepare: Callable[[Transaction], Changes | None], *, empties: bool = False
+        self, prepare: Callable[[Transaction], Changes | None]
     ) -> WriteOutcome | None:
         """Apply the changes ``prepare`` makes, in one transaction, once it has seen the
         session under the write lock (``tx.status``, ``tx.meta``; a missing file is a
         transaction without a connection). None when ``prepare`` returns None: nothing
         written.
 
-        A removal never needs space: changes that empty the session (``empties``: a
-        logout's clear) on a filesystem too full to open it unlink its file all the same.
+        A removal never needs space: changes that empty the session (a logout's clear)
+        on a filesystem too full to write them unlink its file all the same. A file too
+        full to open for writing is :class:`SessionStorageFull`: ``prepare`` never saw
+        it (:meth:`write` knows the session to be live, and removes it all the same).
         """
+        made: Changes | None = None
+
+        def prepared(tx: Transaction) -> Changes | None:
+            nonlocal made
+            made = prepare(tx)
+            return made
+
         try:
-            checkout = self._write_checkout()
-            with checkout as conn:
-                if conn is None:
-                    missing = Transaction(self._store, self._sid, None, None)
-                    return None if prepare(missing) is None else WriteOutcome.GONE
-                with (lock := WriteLock(self._store, self._sid, conn, checkout.meta_now)) as tx:
-                    changes = prepare(tx)
-                    if changes is None:
-                        return None
-                    outcome = tx.apply(changes)
-            self._after(lock)
-            return outcome
+            return self._write_prepared(prepared)
         except SessionStorageFull:
-            if not empties:
+            if made is None or not made.empties_the_session:
                 raise
+        return self._removed_without_space()
+
+    def _write_prepared(
+        self, prepare: Callable[[Transaction], Changes | None]
+    ) -> WriteOutcome | None:
+        checkout = self._write_checkout()
+        with checkout as conn:
+            if conn is None:
+                missing = Transaction(self._store, self._sid, None, None)
+                return None if prepare(missing) is None else WriteOutcome.GONE
+            with (lock := WriteLock(self._store, self._sid, conn, checkout.meta_now)) as tx:
+                changes = prepare(tx)
+                if changes is None:
+                    return None
+                outcome = tx.apply(changes)
+        self._after(lock)
+        return outcome
+
+    def _removed_without_space(self) -> WriteOutcome:
+        """Unlink the session's file without its tombstone (see :mod:`.removal`)."""
         self.release(broken=True)
         unlink_without_tombstone(self._path, self._store.connector.pool)
         return WriteOutcome.REMOVED

@@ -93,6 +93,15 @@ def full_app(make_app: Callable[..., Flask]) -> Flask:
     return app
 
 
+def with_logout(app: Flask) -> Flask:
+    @app.post("/logout")
+    def logout() -> str:
+        session.clear()  # (without a read first)
+        return "bye"
+
+    return app
+
+
 @pytest.fixture
 def session_dir(tiny_tmpfs: Path) -> Path:
     """The session directory of ``make_app``, on the tiny tmpfs."""
@@ -256,12 +265,7 @@ def test_removals_need_no_space(
     deletion of a session's last key still take the session away: the cookie is deleted,
     the file goes (without its tombstone if there is no room for one), and the old
     cookie leads to nothing."""
-    app = full_app(make_app)
-
-    @app.post("/logout")
-    def logout() -> str:
-        session.clear()
-        return "bye"
+    app = with_logout(full_app(make_app))
 
     @app.post("/drop/<key>")
     def drop(key: str) -> str:
@@ -291,3 +295,35 @@ def test_removals_need_no_space(
         replay.set_cookie("session", cookie)
         assert replay.get("/get").json == {}
     assert any("without a tombstone" in r.getMessage() for r in caplog.records)
+
+
+def test_a_logout_with_a_regenerated_id_on_a_full_disk_changes_nothing(
+    tiny_tmpfs: Path, session_dir: Path, make_app: Callable[..., Flask]
+) -> None:
+    """A logout (a ``clear()`` without a read) still carrying the id a login has just
+    regenerated, on a disk too full to open that file for writing, is discarded as it is
+    with room: the tombstone stays and the client's new cookie is not deleted."""
+    app = with_logout(full_app(make_app))
+
+    @app.post("/login")
+    def login() -> str:
+        session.regenerate()
+        return "in"
+
+    client = app.test_client()
+    assert client.post("/put/cart/100").status_code == 200
+    old_cookie = client.get_cookie("session").value  # type: ignore[union-attr]
+    assert client.post("/login").status_code == 200
+    files = session_files(session_dir)
+    assert len(files) == 2  # the new session and the old id's tombstone
+    app.session_interface.store.connector.pool.close_idle()  # type: ignore[attr-defined]
+    fill_up(tiny_tmpfs, fill_everything)  # no room for the tombstone's -shm
+
+    late = app.test_client()
+    late.set_cookie("session", old_cookie)
+    answer = late.post("/logout")
+
+    assert answer.status_code == 200
+    assert "Set-Cookie" not in answer.headers
+    assert session_files(session_dir) == files
+    assert client.get("/get").json == {"cart": 100}
