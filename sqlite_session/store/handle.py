@@ -122,7 +122,7 @@ class SessionHandle:
     def write(self, changes: Changes) -> WriteOutcome:
         """Apply ``changes`` in one transaction."""
         try:
-            outcome = self.write_prepared(lambda tx: changes)
+            outcome = self._write_prepared(lambda tx: changes)
         except SessionStorageFull:
             if not changes.empties_the_session:
                 raise
