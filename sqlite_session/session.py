@@ -4,8 +4,9 @@ It is lazy: creating it costs nothing, and the cookie is verified and the file o
 only when the view first touches the data. It caches what it reads for the rest of the
 request, buffers writes, and hands the store one batch at the end of the request:
 only the keys that changed, so two requests of one session that change different keys
-never overwrite each other. The storage side (finding the file, the save) is
-:class:`~.lifecycle.SessionLifecycle`; the buffer is :class:`~.buffer.WriteBuffer`.
+never overwrite each other. The storage side is :class:`~.lifecycle.SessionLifecycle`
+(finding the file) and :class:`~.saving.SessionSaving` (the save); the buffer is
+:class:`~.buffer.WriteBuffer`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from flask.sessions import SessionMixin
 
 from .buffer import ABSENT
 from .ids import new_session_id, short_id
-from .lifecycle import SessionLifecycle, State
+from .lifecycle import State
+from .saving import SessionSaving
 from .store import OpenStatus, StorageBroken
 from .tracking import track
 
@@ -49,7 +51,7 @@ def _nested_change_notifier(session: PerKeySession, key: str) -> Callable[[], No
     return changed
 
 
-class PerKeySession(SessionLifecycle, SessionMixin):
+class PerKeySession(SessionSaving, SessionMixin):
     """A per-key, lazily loaded session backed by one SQLite file (a ``MutableMapping``).
 
     ``read_sid`` returns the verified id from the request's cookie (or None) and is
