@@ -6,6 +6,7 @@ connections, :mod:`.removal` the protocol that removes a file. :class:`SessionSt
 choices are in docs/design.md.
 """
 
+from .changes import Changes, UserChange, WriteOutcome
 from .checkout import REVALIDATE_AFTER
 from .connection import WAL_SIZE_LIMIT
 from .errors import StorageBroken
@@ -13,7 +14,7 @@ from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus
 from .handle import SessionHandle
 from .removal import SweepOutcome
 from .store import Opened, SessionStore
-from .transaction import Changes, Transaction, UserChange, WriteOutcome
+from .transaction import Transaction
 
 __all__ = [
     "PAGE_SIZE",

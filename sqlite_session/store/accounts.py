@@ -25,11 +25,11 @@ import apsw
 
 from ..errors import SessionStorageUnavailable
 from ..ids import is_valid_session_id
+from .changes import UserChange
 from .checkout import Checkout
 from .errors import StorageBroken, on_open_file
 from .format import SUFFIX, Account, OpenStatus, read_account, read_meta
 from .store import SessionStore
-from .transaction import UserChange
 from .user_index import PRUNE_AFTER, IndexDamaged, IndexEntry, IndexMissing, UserIndex
 
 log = logging.getLogger("sqlite_session")

@@ -12,12 +12,12 @@ import time
 import apsw
 
 from ..errors import SessionError, SessionStorageUnavailable
+from .changes import Changes
 from .connection import OPEN_FLAGS, Connector
 from .directory import recreate_directory
 from .errors import short_of_resources, unavailable, without_names
 from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState, write_account
 from .mirror import set_mirror
-from .transaction import Changes
 
 
 def _create_locked(path: str) -> int:

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, TypeVar
 import apsw
 
 from ..errors import SessionStorageFull, SessionStorageUnavailable
+from .changes import Changes, WriteOutcome
 from .checkout import Checkout
 from .errors import DISCARD_AFTER, StorageBroken, on_open_file
 from .format import Meta, read_keys, read_meta, read_value, read_version
 from .removal import unlink_without_tombstone
-from .transaction import Changes, Transaction, WriteOutcome
+from .transaction import Transaction
 from .write_lock import WriteLock
 
 if TYPE_CHECKING:

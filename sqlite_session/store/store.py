@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import apsw
 
+from .changes import Changes, WriteOutcome
 from .checkout import Checkout
 from .connection import Connector
 from .errors import StorageBroken, on_open_file, short_name
@@ -20,7 +21,7 @@ from .handle import SessionHandle
 from .pool import ConnectionPool
 from .removal import SweepOutcome, sweep_file
 from .reserve import SpaceReserve
-from .transaction import Changes, Transaction, WriteOutcome
+from .transaction import Transaction
 
 if TYPE_CHECKING:
     from .accounts import Accounts
