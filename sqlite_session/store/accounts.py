@@ -28,7 +28,8 @@ from ..ids import is_valid_session_id
 from .changes import UserChange
 from .checkout import Checkout
 from .errors import StorageBroken, on_open_file
-from .format import SUFFIX, Account, OpenStatus, read_account, read_meta
+from .format import SUFFIX, Account, OpenStatus
+from .rows import read_account, read_meta
 from .store import SessionStore
 from .user_index import PRUNE_AFTER, IndexDamaged, IndexEntry, IndexMissing, UserIndex
 

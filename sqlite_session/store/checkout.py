@@ -11,8 +11,9 @@ import apsw
 from ..errors import SessionLockTimeout
 from .connection import Connector, planted
 from .errors import DISCARD_AFTER, NoSpace, StorageUnsafe, short_name, unavailable, without_names
-from .format import Meta, read_meta
+from .format import Meta
 from .pool import Pooled
+from .rows import read_meta
 
 # How long a pooled connection is handed out without an ``lstat`` of its path after the
 # last one that found the path still naming the connection's inode. The lstat notices a

@@ -51,8 +51,9 @@ from .errors import (
     unavailable,
     without_names,
 )
-from .format import PAGE_SIZE, SIDE_FILES, check_format
+from .format import PAGE_SIZE, SIDE_FILES
 from .pool import ConnectionPool
+from .rows import check_format
 
 log = logging.getLogger("sqlite_session")
 _T = TypeVar("_T")

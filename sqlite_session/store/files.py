@@ -16,8 +16,9 @@ from .changes import Changes
 from .connection import OPEN_FLAGS, Connector
 from .directory import recreate_directory
 from .errors import short_of_resources, unavailable, without_names
-from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState, write_account
+from .format import INSERT_KV, INSERT_META, SCHEMA, TEMP_PREFIX, FileState
 from .mirror import set_mirror
+from .rows import write_account
 
 
 def _create_locked(path: str) -> int:

@@ -12,8 +12,9 @@ from ..errors import SessionStorageFull, SessionStorageUnavailable
 from .changes import Changes, WriteOutcome
 from .checkout import Checkout
 from .errors import DISCARD_AFTER, StorageBroken, on_open_file
-from .format import Meta, read_keys, read_meta, read_value, read_version
+from .format import Meta
 from .removal import unlink_without_tombstone
+from .rows import read_keys, read_meta, read_value, read_version
 from .transaction import Transaction
 from .write_lock import WriteLock
 

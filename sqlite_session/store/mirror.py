@@ -28,7 +28,8 @@ import os
 
 import apsw
 
-from .format import Meta, read_meta
+from .format import Meta
+from .rows import read_meta
 
 TAG_NS = 271_828_182  # the nanoseconds of every mirror; a write time has them by chance only
 NS = 1_000_000_000

@@ -31,9 +31,10 @@ from .errors import (
     damage,
     short_name,
 )
-from .format import WAL_FILES, FileState, read_meta
+from .format import WAL_FILES, FileState
 from .mirror import set_mirror
 from .pool import ConnectionPool
+from .rows import read_meta
 
 log = logging.getLogger("sqlite_session")
 

@@ -16,11 +16,12 @@ from .checkout import Checkout
 from .connection import Connector
 from .errors import StorageBroken, on_open_file, short_name
 from .files import FileBuilder
-from .format import SUFFIX, Meta, OpenStatus, read_meta, read_meta_and_key
+from .format import SUFFIX, Meta, OpenStatus
 from .handle import SessionHandle
 from .pool import ConnectionPool
 from .removal import SweepOutcome, sweep_file
 from .reserve import SpaceReserve
+from .rows import read_meta, read_meta_and_key
 from .transaction import Transaction
 
 if TYPE_CHECKING:

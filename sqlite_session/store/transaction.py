@@ -11,21 +11,10 @@ import apsw
 from ..errors import SessionConflictError, SessionRegenerateError
 from .changes import Changes, UserChange, WriteOutcome
 from .errors import on_open_file
-from .format import (
-    INSERT_KV,
-    UPDATE_KEY,
-    UPDATE_META,
-    Account,
-    FileState,
-    Meta,
-    OpenStatus,
-    read_account,
-    read_items,
-    read_version,
-    write_account,
-)
+from .format import INSERT_KV, UPDATE_KEY, UPDATE_META, Account, FileState, Meta, OpenStatus
 from .mirror import cover, lower_mirror
 from .removal import Removal, unlink_without_tombstone
+from .rows import read_account, read_items, read_version, write_account
 
 if TYPE_CHECKING:
     from .store import SessionStore
