@@ -167,17 +167,12 @@ class SessionSaving(SessionLifecycle):
         """Write a session this request changed without reading it: found under the write
         lock, by the transaction that writes it. Returns the batch (None if none was
         made) and the outcome (None when no live session was found)."""
-        batch = None
 
         def prepare(tx: Transaction) -> Changes | None:
-            nonlocal batch
             self._found(sid, tx.status, tx.meta, handle)
-            if self._state is State.BOUND:
-                batch = self._batch(now, check_cookie)
-            return batch
+            return self._batch(now, check_cookie) if self._state is State.BOUND else None
 
-        outcome = handle.write_prepared(prepare)
-        return batch, outcome
+        return handle.write_prepared(prepare)
 
     def _create(self, changes: Changes, check_cookie: Callable[[], object]) -> SaveResult:
         """Store this request's values as a new session file under a new id.

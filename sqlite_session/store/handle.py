@@ -134,11 +134,11 @@ class SessionHandle:
 
     def write_prepared(
         self, prepare: Callable[[Transaction], Changes | None]
-    ) -> WriteOutcome | None:
+    ) -> tuple[Changes | None, WriteOutcome | None]:
         """Apply the changes ``prepare`` makes, in one transaction, once it has seen the
         session under the write lock (``tx.status``, ``tx.meta``; a missing file is a
-        transaction without a connection). None when ``prepare`` returns None: nothing
-        written.
+        transaction without a connection). Returns those changes and what their write
+        did (None when ``prepare`` returned None: nothing written).
 
         A removal never needs space: changes that empty the session (a logout's clear)
         on a filesystem too full to write them unlink its file all the same. A file too
@@ -153,11 +153,12 @@ class SessionHandle:
             return made
 
         try:
-            return self._write_prepared(prepared)
+            outcome = self._write_prepared(prepared)
         except SessionStorageFull:
             if made is None or not made.empties_the_session:
                 raise
-        return self._removed_without_space()
+            outcome = self._removed_without_space()
+        return made, outcome
 
     def _write_prepared(
         self, prepare: Callable[[Transaction], Changes | None]
