@@ -88,8 +88,9 @@ class SqliteSessionInterface(SessionInterface):
     ``regenerate_grace``
         Seconds a regenerated session's old id is kept as a tombstone (default 60).
     ``refresh_fraction``
-        A read-only request pushes the expiry forward only once this fraction of the
-        lifetime has passed since the last save or refresh (default 0.1).
+        A request, reading or writing, pushes the expiry forward only once this fraction
+        of the lifetime has passed since it last moved (default 0.1); a write before
+        then stores only its keys.
     ``connection_cache_size``
         Open SQLite connections kept per process (default 128). Each holds three file
         descriptors (the file, its ``-wal`` and ``-shm``); a size that would use more

@@ -17,7 +17,14 @@ from typing import NamedTuple
 from .errors import SessionLockTimeout, SessionStorageFull, SessionStorageUnavailable
 from .ids import new_session_id, short_id
 from .lifecycle import SessionLifecycle, State
-from .store import Changes, SessionHandle, StorageBroken, Transaction, WriteOutcome
+from .store import (
+    Changes,
+    SessionHandle,
+    StorageBroken,
+    Transaction,
+    WriteOutcome,
+    expiry_moves,
+)
 
 log = logging.getLogger("sqlite_session")
 
@@ -141,8 +148,9 @@ class SessionSaving(SessionLifecycle):
         permanent = changes.permanent
         permanent_changed = permanent != self._stored_permanent
         if outcome is WriteOutcome.WRITTEN:
+            moved = changes.expires_at != self._expires_at  # (a write moves it when due)
             return SaveResult(
-                self._sid, changes.expires_at, False, True, permanent, permanent_changed
+                self._sid, changes.expires_at, False, moved, permanent, permanent_changed
             )
         if outcome is WriteOutcome.MOVED:
             assert self._new_sid is not None
@@ -199,8 +207,8 @@ class SessionSaving(SessionLifecycle):
         assert self._sid is not None and self._expires_at is not None
         assert self._handle is not None
         lifetime = self._session_lifetime(self._anonymous)
-        due = self._expires_at - lifetime + lifetime * self._settings.refresh_fraction
-        if refresh and now >= due:
+        fraction = self._settings.refresh_fraction
+        if refresh and expiry_moves(self._expires_at, now + lifetime, lifetime, fraction):
             try:
                 refreshed = self._handle.refresh(now + lifetime)
             except (SessionLockTimeout, SessionStorageFull, SessionStorageUnavailable) as exc:

@@ -10,7 +10,7 @@ from .changes import Changes, UserChange, WriteOutcome
 from .checkout import REVALIDATE_AFTER
 from .connection import WAL_SIZE_LIMIT
 from .errors import StorageBroken
-from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus
+from .format import PAGE_SIZE, SUFFIX, TEMP_PREFIX, FileState, Meta, OpenStatus, expiry_moves
 from .handle import SessionHandle
 from .removal import SweepOutcome
 from .store import Opened, SessionStore
@@ -34,4 +34,5 @@ __all__ = [
     "Transaction",
     "UserChange",
     "WriteOutcome",
+    "expiry_moves",
 ]

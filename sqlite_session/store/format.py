@@ -4,7 +4,8 @@
 session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
 :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
 ``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count,
-then, since format 2, the session's :class:`Account`) and ``kv`` (one row per session
+then, since format 2, the session's :class:`Account`; a write stores it only when one of
+these moves, see :meth:`Meta.keeps_expiry`) and ``kv`` (one row per session
 key: the change counter of its last write, then the encoded value; the keys also sit in
 the primary key's index). The expiry is also mirrored into the file's mtime, as an
 upper bound the sweeper can trust: see :mod:`.mirror`. The rows are read, each cell
@@ -149,6 +150,14 @@ class Meta(NamedTuple):
             return OpenStatus.EXPIRED
         return OpenStatus.LIVE
 
+    def keeps_expiry(self, expires_at: float, lifetime: float, fraction: float) -> bool:
+        """True when a request may leave the stored expiry in place of ``expires_at``: a
+        move forward by less than ``fraction`` of the ``lifetime`` (``refresh_fraction``).
+        An earlier expiry (a shorter lifetime) is always stored."""
+        return not expiry_moves(self.expires_at, expires_at, lifetime, fraction) and (
+            expires_at >= self.expires_at
+        )
+
     def removable(self, now: float) -> bool:
         """True when the sweeper may remove the session at ``now``.
 
@@ -156,6 +165,13 @@ class Meta(NamedTuple):
         GONE file (a removal interrupted between its commit and its unlink) always is.
         """
         return self.state not in (FileState.LIVE, FileState.MOVED) or self.expires_at <= now
+
+
+def expiry_moves(stored: float, expires_at: float, lifetime: float, fraction: float) -> bool:
+    """True when ``expires_at`` pushes a session's ``stored`` expiry forward by at least
+    ``fraction`` of its ``lifetime``: how often requests move an expiry (reads and writes
+    alike), so that most of them leave the meta row alone."""
+    return expires_at - stored >= lifetime * fraction
 
 
 class Account(NamedTuple):

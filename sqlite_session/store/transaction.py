@@ -93,9 +93,13 @@ class Transaction:
         if changes.move_to is not None:
             self._move(changes, seq)
             return WriteOutcome.MOVED
+        lifetime = changes.expires_at - now
         if changes.user is not None:
-            self.record_user(changes.user, changes.expires_at - now)
+            self.record_user(changes.user, lifetime)
         expires_at = changes.expires_at = self._capped(changes.expires_at)
+        if self._leaves_meta(changes, nkeys, lifetime):
+            changes.expires_at = meta.expires_at
+            return WriteOutcome.WRITTEN
         # The mirror, when it must move, is set up to refresh_fraction of the lifetime
         # beyond the new expiry: the writes that follow within it need no utime.
         lead = (expires_at - now) * self._store.refresh_fraction
@@ -103,6 +107,20 @@ class Transaction:
             UPDATE_META, (expires_at, int(changes.permanent), seq, nkeys), expires_at, lead
         )
         return WriteOutcome.WRITTEN
+
+    def _leaves_meta(self, changes: Changes, nkeys: int, lifetime: float) -> bool:
+        """True when the batch's rows are all the write needs: the key count, the flag and
+        the user stay, and the expiry is not due a move (see :func:`.format.expiry_moves`).
+        In strict mode every write moves the change counter, which conflicts are judged by."""
+        meta = self.meta
+        assert meta is not None
+        return (
+            changes.expected is None
+            and changes.user is None
+            and nkeys == meta.nkeys
+            and changes.permanent == meta.permanent
+            and meta.keeps_expiry(changes.expires_at, lifetime, self._store.refresh_fraction)
+        )
 
     def refresh(self, expires_at: float) -> float | None:
         """Push a live session's expiry to ``expires_at`` (capped at its absolute

@@ -280,9 +280,9 @@ def test_session_cookie_setting(app: Flask) -> None:
             assert rv.data == b"3"
 
     # Adapted: Flask re-sends a permanent cookie on every read with
-    # SESSION_REFRESH_EACH_REQUEST; this store re-sends it only when its Expires moves (at
-    # a save, or at a refresh once refresh_fraction of the lifetime has passed), and a
-    # read right after a save moves nothing.
+    # SESSION_REFRESH_EACH_REQUEST; this store re-sends it only when its Expires moves
+    # (once refresh_fraction of the lifetime has passed since it last did), and a read
+    # right after a save moves nothing.
     for permanent, refresh, expect in [
         (True, True, False),
         (True, False, False),

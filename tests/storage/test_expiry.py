@@ -78,7 +78,8 @@ def test_every_write_keeps_the_mirror_at_or_after_the_stored_expiry(
     os.utime(path)  # mtime = ctime = now, as a WAL checkpoint leaves it: no mirror
     assert mirrored(path.stat()) is None
     conn = apsw.Connection(str(path))
-    conn.execute("UPDATE meta SET mirror = expires_at")  # as once the expiry moved past it
+    # As once the expiry moved past the bound, and long enough ago that it is due a move.
+    conn.execute("UPDATE meta SET expires_at = expires_at - 20, mirror = expires_at - 20")
     conn.close()
     after_revalidation()
     client.get("/count")
@@ -100,39 +101,46 @@ def utimes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def add_keys(store: SessionStore, sid: str, names: list[str]) -> None:
+    """One write per name, each adding that key: a write that stores the meta row."""
+    for name in names:
+        changes = Changes(upserts={name: b'"v"'}, expires_at=time.time() + LIFETIME)
+        assert store.write(sid, changes) is WriteOutcome.WRITTEN
+
+
 def test_writes_under_the_stored_bound_leave_the_mtime_alone(
-    make_app: Callable[..., Flask], session_dir: Path, utimes: list[str]
+    tmp_path: Path, utimes: list[str]
 ) -> None:
     """A mirror that must move is set a little beyond the new expiry (10% of the
-    lifetime here), and that bound is stored with it: the writes that follow within it
-    need no utime of their own."""
-    client = routes(make_app(refresh_fraction=0.1))
-    client.get("/count")  # a new file: its mirror is its expiry
-    path = session_path(session_dir, sid_of(client))
-    for _ in range(5):
-        client.get("/count")
-    assert utimes == [str(path)]  # the first write passed the new file's bound
-    meta = stored_meta(session_dir, sid_of(client))
-    assert meta["mirror"] >= meta["expires_at"]
-    assert_mirrors(path, meta["expires_at"], LIFETIME * 0.1)
+    lifetime here), and that bound is stored with it: the writes that store the meta row
+    within it (here each adds a key) need no utime of their own."""
+    store = SessionStore(str(tmp_path), refresh_fraction=0.1)
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + LIFETIME))
+    add_keys(store, sid, ["a", "b", "c", "d", "e"])
+    path = store.path_for(sid)
+    assert utimes == [path]  # the first write passed the new file's bound
+    meta = store.open(sid).meta
+    assert meta is not None and meta.nkeys == 6 and meta.mirror is not None
+    assert meta.mirror >= meta.expires_at
+    assert_mirrors(Path(path), meta.expires_at, LIFETIME * 0.1)
 
 
 def test_a_file_of_format_3_is_mirrored_at_every_write(tmp_path: Path, utimes: list[str]) -> None:
     """A file written before the bound was stored (format 3) has none to trust: each
-    write sets the mirror, and the file is read and written as it is."""
+    write that stores the meta row sets the mirror, and the file is read and written as
+    it is."""
     store = SessionStore(str(tmp_path), refresh_fraction=0.1)
     sid = new_session_id()
     store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + LIFETIME))
     conn = apsw.Connection(store.path_for(sid))
     conn.execute("ALTER TABLE meta DROP COLUMN mirror; PRAGMA user_version=3")
     conn.close()
-    for value in (b'"1"', b'"2"'):
-        changes = Changes(upserts={"k": value}, expires_at=time.time() + LIFETIME)
-        assert store.write(sid, changes) is WriteOutcome.WRITTEN
+    add_keys(store, sid, ["a", "b"])
     assert utimes == [store.path_for(sid)] * 2
-    opened = store.open(sid, "k")
+    opened = store.open(sid, "b")
     assert opened.meta is not None and opened.meta.mirror is None
-    assert opened.row == (b'"2"', 2)
+    assert opened.row == (b'"v"', 2)
     assert_mirrors(Path(store.path_for(sid)), opened.meta.expires_at, LIFETIME * 0.1)
 
 
@@ -174,6 +182,55 @@ def test_a_write_pushes_the_expiry(app: Flask, session_dir: Path) -> None:
     set_stored_expiry(session_dir, sid, time.time() + 5)
     client.get("/count")
     assert stored_meta(session_dir, sid)["expires_at"] > time.time() + LIFETIME - 5
+
+
+def test_a_write_moves_the_expiry_at_most_once_per_refresh_fraction(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """As a read does: a write within ``refresh_fraction`` of the lifetime since the
+    expiry last moved stores its rows and leaves the meta row (expiry, change counter)
+    as it was; once that much has passed, the write moves the expiry."""
+    client = routes(make_app(refresh_fraction=0.1))
+    client.get("/count")
+    sid = sid_of(client)
+    first = stored_meta(session_dir, sid)
+    assert client.get("/count").text == "2"
+    assert stored_meta(session_dir, sid) == first
+    assert stored_rows(session_dir, sid)["n"] == b"2"
+    set_stored_expiry(session_dir, sid, first["expires_at"] - 0.15 * LIFETIME)
+    assert client.get("/count").text == "3"
+    pushed = stored_meta(session_dir, sid)
+    assert pushed["expires_at"] >= time.time() + LIFETIME - 2
+    assert pushed["seq"] == first["seq"] + 1
+
+
+def test_every_write_moves_the_change_counter_in_strict_mode(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """Strict mode judges conflicts by the change counter: every write moves it."""
+    client = routes(make_app(strict=True, refresh_fraction=0.1))
+    client.get("/count")
+    sid = sid_of(client)
+    seqs = []
+    for _ in range(3):
+        client.get("/count")
+        seqs.append(stored_meta(session_dir, sid)["seq"])
+    assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+
+
+def test_a_permanent_cookie_is_re_sent_by_a_write_only_when_its_expiry_moves(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    client = routes(make_app(refresh_fraction=0.1), permanent=True)
+    assert "Expires=" in client.get("/count").headers["Set-Cookie"]
+    assert "Set-Cookie" not in client.get("/count").headers
+    sid = sid_of(client)
+    set_stored_expiry(session_dir, sid, stored_meta(session_dir, sid)["expires_at"] - 20)
+    cookie = client.get("/count").headers["Set-Cookie"]
+    expires = parse_date(cookie.split("Expires=")[1].split(";")[0])
+    assert expires is not None
+    stored = stored_meta(session_dir, sid)["expires_at"]
+    assert abs(expires.timestamp() - stored) <= 1
 
 
 def test_an_expired_session_is_never_served(app: Flask, session_dir: Path) -> None:
