@@ -46,8 +46,10 @@ class Checkout:
         "_checked",
         "_conn",
         "_connector",
+        "_data_version",
         "_inode",
         "_kept",
+        "_meta",
         "_path",
         "_reusable",
         "_write",
@@ -62,6 +64,8 @@ class Checkout:
         self._reusable = True
         self._kept = False
         self._checked = 0.0
+        self._meta: Meta | None = None  # see know()
+        self._data_version = -1
 
     def __enter__(self) -> apsw.Connection | None:
         connector, path = self._connector, self._path
@@ -69,6 +73,7 @@ class Checkout:
         pooled = connector.pool.take(path)
         if pooled is not None and now - pooled.checked < REVALIDATE_AFTER:
             self._inode, self._checked = pooled.inode, pooled.checked
+            self._meta, self._data_version = pooled.meta, pooled.data_version
             self._conn = pooled.conn
             return pooled.conn
         try:
@@ -89,8 +94,9 @@ class Checkout:
         if pooled is not None and pooled.inode != self._inode:
             self._discard(pooled)  # the path now names another file
             pooled = None
-        conn = pooled.conn if pooled is not None else None
-        if conn is None:
+        if pooled is not None:
+            conn, self._meta, self._data_version = pooled.conn, pooled.meta, pooled.data_version
+        else:
             try:
                 conn = connector.freeing_descriptors(lambda: connector.open(path, st))
             except FileNotFoundError:
@@ -137,8 +143,27 @@ class Checkout:
         """Hold the connection beyond the ``with`` block, until :meth:`release`."""
         self._kept = True
 
+    def know(self, meta: Meta | None) -> None:
+        """Remember ``meta`` as the file's meta row now, outside a transaction (None:
+        forget it): the next transaction on this connection, here or after the pool,
+        uses it instead of reading the row while nothing has changed the file since."""
+        conn = self._conn
+        if meta is None or conn is None:
+            self._meta = None
+        else:
+            self._meta, self._data_version = meta, conn.data_version()
+
     def meta_now(self, conn: apsw.Connection) -> Meta:
-        """The meta row, inside a transaction on ``conn``."""
+        """The meta row, inside a transaction on ``conn``.
+
+        The row known (see :meth:`know`), if nothing has changed the database since:
+        SQLite's data version (``SQLITE_FCNTL_DATA_VERSION``) moves with every commit,
+        by this connection or any other process, and is brought up to date when a
+        transaction begins (SQLite clears its own page cache on the same signal). That
+        saves a write transaction reading the row.
+        """
+        if self._meta is not None and conn.data_version() == self._data_version:
+            return self._meta
         return read_meta(conn)
 
     def release(self, *, broken: bool = False) -> None:
@@ -150,6 +175,7 @@ class Checkout:
             with contextlib.suppress(apsw.Error):
                 conn.execute("ROLLBACK")
         if self._reusable and not broken:
-            self._connector.pool.give(self._path, Pooled(conn, self._inode, self._checked))
+            pooled = Pooled(conn, self._inode, self._checked, self._meta, self._data_version)
+            self._connector.pool.give(self._path, pooled)
         else:
             conn.close()

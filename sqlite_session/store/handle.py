@@ -14,7 +14,7 @@ from .checkout import Checkout
 from .errors import DISCARD_AFTER, StorageBroken, on_open_file
 from .format import Meta
 from .removal import unlink_without_tombstone
-from .rows import read_keys, read_meta, read_value, read_version
+from .rows import read_keys, read_value, read_version
 from .transaction import Transaction
 from .write_lock import WriteLock
 
@@ -39,23 +39,15 @@ class SessionHandle:
     at a time. After :meth:`release` it still works, checking a connection out per access.
     """
 
-    __slots__ = ("_checkout", "_data_version", "_meta", "_path", "_sid", "_store", "_tx")
+    __slots__ = ("_checkout", "_path", "_sid", "_store", "_tx")
 
     def __init__(
-        self,
-        store: SessionStore,
-        sid: str,
-        path: str,
-        checkout: Checkout | None = None,
-        meta: Meta | None = None,
-        data_version: int = -1,
+        self, store: SessionStore, sid: str, path: str, checkout: Checkout | None = None
     ) -> None:
         self._store = store
         self._sid = sid
         self._path = path
         self._checkout = checkout  # kept past its block by SessionStore.open
-        self._meta = meta  # read through the held connection at ``data_version``
-        self._data_version = data_version
         self._tx: Transaction | None = None
 
     @property
@@ -119,6 +111,7 @@ class SessionHandle:
                     yield lock.tx
                 finally:
                     self._tx = None
+            checkout.know(lock.tx.kept_meta)
         self._after(lock)
 
     def write(self, changes: Changes) -> WriteOutcome:
@@ -173,6 +166,7 @@ class SessionHandle:
                 if changes is None:
                     return None
                 outcome = tx.apply(changes)
+            checkout.know(tx.kept_meta)
         self._after(lock)
         return outcome
 
@@ -207,17 +201,15 @@ class SessionHandle:
     # -- the held connection as a transaction's block (see transaction()) ----------
 
     def meta_now(self, conn: apsw.Connection) -> Meta:
-        """The meta row, inside a transaction on the held connection.
+        """The meta row, inside a transaction on the held connection (see
+        :meth:`Checkout.meta_now`)."""
+        assert self._checkout is not None
+        return self._checkout.meta_now(conn)
 
-        The row read when the session was opened, if nothing has changed the database
-        since: SQLite's data version (``SQLITE_FCNTL_DATA_VERSION``) moves with every
-        commit, by this connection or any other process, and is brought up to date when a
-        transaction begins (SQLite clears its own page cache on the same signal). That
-        saves the write transaction re-reading the row.
-        """
-        if self._meta is not None and conn.data_version() == self._data_version:
-            return self._meta
-        return read_meta(conn)
+    def know(self, meta: Meta | None) -> None:
+        """See :meth:`Checkout.know`."""
+        assert self._checkout is not None
+        self._checkout.know(meta)
 
     def __enter__(self) -> apsw.Connection | None:
         assert self._checkout is not None

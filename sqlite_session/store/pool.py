@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import apsw
 
+from .format import Meta
 from .mirror import close_keeping_mirror
 
 
@@ -18,6 +19,8 @@ class Pooled(NamedTuple):
     conn: apsw.Connection
     inode: tuple[int, int]
     checked: float  # time.monotonic() of the last lstat that found the path naming inode
+    meta: Meta | None  # the meta row as of the connection's data version below
+    data_version: int
 
 
 _live_pools: weakref.WeakSet[ConnectionPool] = weakref.WeakSet()

@@ -139,9 +139,10 @@ class SessionStore:
                 status = meta.status(time.time())
                 if status is not OpenStatus.LIVE:
                     return Opened(status, None)
+                checkout.know(meta)
                 if hold and checkout.writable:  # a full-disk snapshot is not held
                     checkout.keep()
-                    handle = SessionHandle(self, sid, path, checkout, meta, conn.data_version())
+                    handle = SessionHandle(self, sid, path, checkout)
         except (StorageBroken, apsw.Error) as exc:
             log.warning("ignoring unreadable session file %s: %s", short_name(path), exc)
             return Opened(OpenStatus.BROKEN, None)

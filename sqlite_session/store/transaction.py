@@ -41,6 +41,7 @@ class Transaction:
         self._stale_handles: list[str] = []  # index entries to drop once committed
         self._moved = False  # the session's data now lives in the file of another id
         self._lower_mirror = False  # the commit moves the expiry earlier: see committed()
+        self.kept_meta: Meta | None = None  # the meta row, when the batch left it as read
 
     @property
     def status(self) -> OpenStatus:
@@ -99,6 +100,7 @@ class Transaction:
         expires_at = changes.expires_at = self._capped(changes.expires_at)
         if self._leaves_meta(changes, nkeys, lifetime):
             changes.expires_at = meta.expires_at
+            self.kept_meta = meta
             return WriteOutcome.WRITTEN
         # The mirror, when it must move, is set up to refresh_fraction of the lifetime
         # beyond the new expiry: the writes that follow within it need no utime.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from core_helpers import after_revalidation, open_session_files, spy_io, statements
+from core_helpers import after_revalidation, open_session_files, sid_of, spy_io, statements
 from flask import Flask, session
 
 from sqlite_session import SqliteSessionInterface
@@ -312,3 +312,62 @@ def test_a_save_sees_what_another_process_committed_after_its_first_read(
         conn.close()
     assert set(rows) == {"a", "b", "c", "x", "n"} and nkeys == 5
     assert rows["n"] > rows["x"] and seq == rows["n"]  # a change counter of its own
+
+
+def test_a_blind_write_on_a_pooled_connection_reuses_the_meta_row_it_left(
+    make_app: Callable[..., Flask],
+) -> None:
+    """A write without a read, on the connection the last write of the same session gave
+    back to the pool, reads no meta row: nothing was committed since."""
+    writer = lease_app(make_app).test_client()
+    writer.get("/set")
+    with statements() as seen:
+        client = lease_app(make_app).test_client()  # a fresh interface: nothing pooled yet
+        client.set_cookie("session", writer.get_cookie("session").value)  # type: ignore[union-attr]
+        assert client.get("/set").text == "ok"  # reads the meta row under the lock
+        assert client.get("/set").text == "ok"  # on the pooled connection: no need
+    meta_reads = [sql for sql in seen if "FROM meta" in sql]
+    assert len(meta_reads) == 1 and seen.count("COMMIT") == 2, seen
+
+
+@pytest.mark.parametrize("change", ["add", "clear"])
+def test_a_blind_write_on_a_pooled_connection_sees_another_process_commit(
+    make_app: Callable[..., Flask],
+    session_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """The meta row a pooled connection knows is trusted only while nothing was committed
+    since: here another process adds a key, or logs the session out, between two writes
+    that do not read the session (the connection is reused without looking at the path)."""
+    monkeypatch.setattr(checkout, "REVALIDATE_AFTER", 60.0)
+    app = lease_app(make_app)
+
+    @app.get("/blind")
+    def blind() -> str:
+        session["blind"] = 1
+        return "ok"
+
+    client = app.test_client()
+    client.get("/set")
+    client.get("/set")  # back in the pool, knowing the meta row
+    (name,) = [n for n in os.listdir(session_dir) if n.endswith(".session")]
+    sid = name.removesuffix(".session")
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_FROM_ANOTHER_PROCESS, str(session_dir), sid, change],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert client.get("/blind").text == "ok"
+    if change == "clear":
+        assert done.stdout.strip() == "removed"
+        assert name not in os.listdir(session_dir)  # the logout stands
+        assert sid_of(client) != sid  # what the request set went into a new session
+        return
+    assert done.stdout.strip() == "written"
+    conn = apsw.Connection(str(session_dir / name))
+    try:
+        keys = {key for (key,) in conn.execute("SELECT key FROM kv")}
+        ((nkeys,),) = conn.execute("SELECT nkeys FROM meta").fetchall()
+    finally:
+        conn.close()
+    assert keys == {"a", "b", "c", "x", "blind"} and nkeys == 5
