@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import threading
 import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import Flask, Request, Response, has_request_context
+from flask import Flask, Request, Response
 from flask import request as current_request
-from flask.globals import request_ctx
 from flask.sessions import SessionInterface, SessionMixin
 
 from .cookie_header import checked_samesite, cookie_value, vary_on_cookie
@@ -24,8 +22,8 @@ from .cookie_prefix import check_cookie_prefix
 from .ids import IdSigner, validate_node
 from .janitor import BackgroundSweeper
 from .logins import connect_flask_login
-from .options import check_options
-from .reports import SessionFileInfo, UserSession, utc
+from .options import check_options, seconds, warn_if_too_many_files
+from .reports import SessionReports
 from .serializer import Serializer, TaggedJSONSerializer
 from .session import PerKeySession
 from .settings import SessionSettings
@@ -37,20 +35,7 @@ log = logging.getLogger("sqlite_session")
 MiB = 1024 * 1024
 
 
-def _seconds(duration: float | timedelta | None) -> float | None:
-    """A duration option as seconds (a ``timedelta`` converted)."""
-    return duration.total_seconds() if isinstance(duration, timedelta) else duration
-
-
-def _current_sid() -> str | None:
-    """The id of the current request's session, when there is one of ours."""
-    if not has_request_context():
-        return None
-    session = request_ctx.session
-    return session.sid if isinstance(session, PerKeySession) else None
-
-
-class SqliteSessionInterface(SessionInterface):
+class SqliteSessionInterface(SessionReports, SessionInterface):
     """Server-side sessions, one SQLite file per session under ``path``.
 
     ``path`` is created (mode 0700) if missing. It must be a writable directory owned
@@ -159,8 +144,8 @@ class SqliteSessionInterface(SessionInterface):
         reserve_fraction: float = 0.1,
     ) -> None:
         check_options(locals())  # the keyword options above, before anything is built
-        absolute_lifetime = _seconds(absolute_lifetime)
-        anonymous_lifetime = _seconds(anonymous_lifetime)
+        absolute_lifetime = seconds(absolute_lifetime)
+        anonymous_lifetime = seconds(anonymous_lifetime)
         self.path = prepare_directory(
             resolve_session_path(path), allow_unsafe=allow_unsafe_directory
         )
@@ -188,7 +173,7 @@ class SqliteSessionInterface(SessionInterface):
             record_client=record_client,
             anonymous_lifetime=anonymous_lifetime,
         )
-        _warn_if_too_many_files(connection_cache_size)
+        warn_if_too_many_files(connection_cache_size)
         self._signers: dict[tuple[Any, ...], IdSigner] = {}
         self.flask_login = flask_login
         self.sweeper = BackgroundSweeper(self.path, sweep_every) if sweep_every else None
@@ -312,66 +297,6 @@ class SqliteSessionInterface(SessionInterface):
         if not varied:
             vary_on_cookie(response)
 
-    def describe(self, session: PerKeySession) -> SessionFileInfo | None:
-        """The file that stores ``session`` and the encoded size of each of its values.
-
-        The rows are the session as this request sees it, its pending changes included.
-        None when no file stores it yet: a new session, or one given a new id by
-        :meth:`~PerKeySession.regenerate` in this request (both get a file when it ends).
-        """
-        sid = session.sid
-        if sid is None:
-            return None
-        path = self.store.path_for(sid)
-        try:
-            size = os.stat(path).st_size
-        except FileNotFoundError:
-            return None
-        try:
-            wal_size = os.stat(path + "-wal").st_size
-        except FileNotFoundError:
-            wal_size = 0
-        dumps = self.settings.serializer.dumps
-        rows = tuple((key, len(dumps(value))) for key, value in session.items())
-        return SessionFileInfo(path, size, wal_size, rows)
-
-    # -- a user's sessions (OWASP ASVS 3.3.3, 3.3.4) ---------------------------------
-
-    def user_sessions(self, user: object) -> list[UserSession]:
-        """The live sessions of ``user`` (``str(user)``), oldest login first.
-
-        Found through the user index, whatever the number of sessions stored; each is
-        confirmed by its file. ``current`` marks the session of the request being
-        handled, if any.
-        """
-        current = _current_sid()
-        return [
-            UserSession(
-                handle=info.handle,
-                established_at=utc(info.established_at),
-                last_seen=utc(info.last_seen),
-                expires_at=utc(info.expires_at),
-                current=info.sid == current,
-                user_agent=info.agent,
-                network=info.address,
-            )
-            for info in self.store.accounts.sessions(str(user))
-        ]
-
-    def revoke_session(self, user: object, handle: str) -> bool:
-        """End ``user``'s session of ``handle``; False if there was none.
-
-        From the moment this returns, no worker serves it again: a request of that
-        session already in flight finds it ended at its save and writes nothing.
-        """
-        return self.store.accounts.revoke(str(user), handle)
-
-    def revoke_user_sessions(self, user: object, *, keep_current: bool = False) -> int:
-        """End all of ``user``'s sessions, or all but the current request's
-        (``keep_current``: after a password change); returns how many were ended."""
-        keep = _current_sid() if keep_current else None
-        return self.store.accounts.revoke_all(str(user), keep_sid=keep)
-
     def _cookie_attributes(self, app: Flask) -> dict[str, Any]:
         """The attributes shared by the cookie set and its deletion (ValueError if invalid)."""
         return {
@@ -382,21 +307,3 @@ class SqliteSessionInterface(SessionInterface):
             "samesite": checked_samesite(self.get_cookie_samesite(app)),
             "httponly": self.get_cookie_httponly(app),
         }
-
-
-def _warn_if_too_many_files(connection_cache_size: int) -> None:
-    """Warn when the pooled connections could use up the process's file descriptors.
-
-    A WAL connection keeps three files open; a worker that runs out of descriptors
-    cannot open session files, and its users would get fresh sessions.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = 3 * connection_cache_size
-    if soft != resource.RLIM_INFINITY and needed > soft // 2:
-        log.warning(
-            "connection_cache_size=%d keeps up to %d files open per process, more than "
-            "half of its limit (ulimit -n %d): lower it or raise the limit",
-            connection_cache_size,
-            needed,
-            soft,
-        )

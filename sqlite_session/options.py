@@ -7,12 +7,16 @@ extension's ``SQLITE_SESSION_*`` config, so a bad value fails at start-up with a
 
 from __future__ import annotations
 
+import logging
 import math
+import resource
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from .store import PAGE_SIZE
+
+log = logging.getLogger("sqlite_session")
 
 # A session file is never smaller than 4 pages (see the store's file format).
 MIN_SESSION_BYTES = 4 * PAGE_SIZE
@@ -108,3 +112,26 @@ def check_options(options: Mapping[str, Any]) -> None:
     for name in RULES:
         if name in options:
             check_option(name, options[name])
+
+
+def seconds(duration: float | timedelta | None) -> float | None:
+    """A duration option as seconds (a ``timedelta`` converted)."""
+    return duration.total_seconds() if isinstance(duration, timedelta) else duration
+
+
+def warn_if_too_many_files(connection_cache_size: int) -> None:
+    """Warn when the pooled connections could use up the process's file descriptors.
+
+    A WAL connection keeps three files open; a worker that runs out of descriptors
+    cannot open session files, and its users would get fresh sessions.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 3 * connection_cache_size
+    if soft != resource.RLIM_INFINITY and needed > soft // 2:
+        log.warning(
+            "connection_cache_size=%d keeps up to %d files open per process, more than "
+            "half of its limit (ulimit -n %d): lower it or raise the limit",
+            connection_cache_size,
+            needed,
+            soft,
+        )
