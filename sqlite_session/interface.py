@@ -74,8 +74,9 @@ class SqliteSessionInterface(SessionReports, SessionInterface):
         Seconds a regenerated session's old id is kept as a tombstone (default 60).
     ``refresh_fraction``
         A request, reading or writing, pushes the expiry forward only once this fraction
-        of the lifetime has passed since it last moved (default 0.1); a write before
-        then stores only its keys.
+        of the lifetime has passed since it last moved (default 0.1; from 0 up to, not
+        including, 1); a write before then stores only its keys. A session in use thus
+        expires between ``1 - refresh_fraction`` and 1 lifetime after its last request.
     ``connection_cache_size``
         Open SQLite connections kept per process (default 128). Each holds three file
         descriptors (the file, its ``-wal`` and ``-shm``); a size that would use more

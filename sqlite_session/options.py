@@ -83,7 +83,11 @@ RULES: dict[str, Rule] = {
     "max_keys": _or_none(_POSITIVE_INT),
     "node": _or_none(Rule(lambda v: isinstance(v, str), "a str")),
     "regenerate_grace": Rule(lambda v: _is_number(v) and v >= 0, "a finite number of seconds >= 0"),
-    "refresh_fraction": Rule(lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    # 1 would let no request move an expiry before it passed: no session would outlive
+    # its first lifetime, however active.
+    "refresh_fraction": Rule(
+        lambda v: _is_number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1"
+    ),
     "connection_cache_size": Rule(lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "allow_unsafe_directory": _FLAG,
     # 0 used to start no sweeper without a word: None is the one way to turn it off.

@@ -44,6 +44,7 @@ def create_app() -> Flask:
         os.environ["SESSION_DIR"],
         strict=os.environ.get("STRICT") == "1",
         lock_timeout=float(os.environ.get("LOCK_TIMEOUT", "5")),
+        refresh_fraction=0.0,  # every request moves the expiry (see /kv's permanent)
         **_optional_seconds("anonymous_lifetime", "ANONYMOUS_LIFETIME"),
     )
 

@@ -68,7 +68,12 @@ class Transaction:
         assert conn is not None and meta is not None
         if changes.expected is not None:
             self._check_conflicts(changes)
-        seq = meta.seq + 1
+        lifetime = changes.expires_at - now
+        expires_at = self._capped(changes.expires_at)
+        keeps = self._keeps_counter(changes, expires_at, lifetime)
+        # A key's version never passes the change counter the write leaves: strict mode
+        # takes a key stamped past the counter it read for another request's change.
+        seq = meta.seq if keeps else meta.seq + 1
         nkeys = meta.nkeys
         if changes.clear:
             conn.execute("DELETE FROM kv")
@@ -76,32 +81,23 @@ class Transaction:
         for key in changes.deletes:
             conn.execute("DELETE FROM kv WHERE key = ?", (key,))
             nkeys -= conn.changes()
-        key = ""
-        connector = self._store.connector
-        try:
-            for key, value in changes.upserts.items():
-                conn.execute(UPDATE_KEY, (value, seq, key))
-                if not conn.changes():
-                    conn.execute(INSERT_KV, (key, value, seq))
-                    nkeys += 1
-                    connector.check_key_count(nkeys, key)
-        except apsw.FullError as exc:
-            raise connector.full_error(self._path, key, changes.value_bytes) from exc
+        nkeys = self._write_values(changes.upserts, nkeys, seq, changes.value_bytes)
         if nkeys <= 0:
             self._drop_user()
-            self._remove(seq)
+            self._remove(meta.seq + 1)
             return WriteOutcome.REMOVED
         if changes.move_to is not None:
             self._move(changes, seq)
             return WriteOutcome.MOVED
-        lifetime = changes.expires_at - now
+        if keeps:
+            changes.expires_at = meta.expires_at
+            if nkeys != meta.nkeys:
+                conn.execute("UPDATE meta SET nkeys = ?", (nkeys,))
+            self.kept_meta = meta._replace(nkeys=nkeys)
+            return WriteOutcome.WRITTEN
         if changes.user is not None:
             self.record_user(changes.user, lifetime)
-        expires_at = changes.expires_at = self._capped(changes.expires_at)
-        if self._leaves_meta(changes, nkeys, lifetime):
-            changes.expires_at = meta.expires_at
-            self.kept_meta = meta
-            return WriteOutcome.WRITTEN
+        changes.expires_at = expires_at
         # The mirror, when it must move, is set up to refresh_fraction of the lifetime
         # beyond the new expiry: the writes that follow within it need no utime.
         lead = (expires_at - now) * self._store.refresh_fraction
@@ -110,19 +106,39 @@ class Transaction:
         )
         return WriteOutcome.WRITTEN
 
-    def _leaves_meta(self, changes: Changes, nkeys: int, lifetime: float) -> bool:
-        """True when the batch's rows are all the write needs: the key count, the flag and
-        the user stay, and the expiry is not due a move (see :func:`.format.expiry_moves`).
-        In strict mode every write moves the change counter, which conflicts are judged by."""
+    def _keeps_counter(self, changes: Changes, expires_at: float, lifetime: float) -> bool:
+        """True when the write leaves the meta row's expiry, flag and change counter as
+        they are (storing at most its key count): no user, no new id, the same flag, and
+        the expiry not due a move (see :func:`.format.expiry_moves`). In strict mode
+        every write moves the counter, which conflicts are judged by."""
         meta = self.meta
         assert meta is not None
         return (
             changes.expected is None
             and changes.user is None
-            and nkeys == meta.nkeys
+            and changes.move_to is None
             and changes.permanent == meta.permanent
-            and meta.keeps_expiry(changes.expires_at, lifetime, self._store.refresh_fraction)
+            and meta.keeps_expiry(expires_at, lifetime, self._store.refresh_fraction)
         )
+
+    def _write_values(
+        self, upserts: dict[str, bytes], nkeys: int, version: int, value_bytes: int
+    ) -> int:
+        """Write ``upserts`` stamped ``version``; returns the key count after them."""
+        conn = self._conn
+        assert conn is not None
+        connector = self._store.connector
+        key = ""
+        try:
+            for key, value in upserts.items():
+                conn.execute(UPDATE_KEY, (value, version, key))
+                if not conn.changes():
+                    conn.execute(INSERT_KV, (key, value, version))
+                    nkeys += 1
+                    connector.check_key_count(nkeys, key)
+        except apsw.FullError as exc:
+            raise connector.full_error(self._path, key, value_bytes) from exc
+        return nkeys
 
     def refresh(self, expires_at: float) -> float | None:
         """Push a live session's expiry to ``expires_at`` (capped at its absolute

@@ -33,7 +33,7 @@ BAD_VALUES: dict[str, list[Any]] = {
     "max_keys": [0, -1, 1.5, False],
     "node": [7, b"web1"],
     "regenerate_grace": [-1, math.inf, "60"],
-    "refresh_fraction": [-0.1, 1.5, "0.1", math.nan],
+    "refresh_fraction": [-0.1, 1, 1.5, "0.1", math.nan],
     "connection_cache_size": [-1, 1.5, "128", None],
     "allow_unsafe_directory": ["yes", 1],
     "sweep_every": [0, -3, "60", math.inf, False],
@@ -88,7 +88,7 @@ class Custom:
     "options",
     [
         {"serializer": Custom()},
-        {"lock_timeout": 1, "regenerate_grace": 0, "refresh_fraction": 1},
+        {"lock_timeout": 1, "regenerate_grace": 0, "refresh_fraction": 0.99},
         {"max_value_bytes": None, "max_session_bytes": None, "max_keys": None},
         {"max_session_bytes": 4096, "max_keys": 1, "connection_cache_size": 0},
         {"sweep_every": 0.5, "node": "web1"},

@@ -88,9 +88,19 @@ def client(app: Flask, session_dir: Path) -> FlaskClient:
     return build(app, session_dir)
 
 
+@pytest.fixture
+def strict_client(make_app: Callable[..., Flask], session_dir: Path) -> FlaskClient:
+    """In strict mode every write moves the change counter and stamps its keys with it:
+    the versions show which rows a write rewrote, and in how many commits."""
+    app = make_app(strict=True)
+    app.testing = False
+    return build(app, session_dir)
+
+
 def test_only_changed_keys_are_written_and_removed_keys_deleted(
-    client: FlaskClient, session_dir: Path
+    strict_client: FlaskClient, session_dir: Path
 ) -> None:
+    client = strict_client
     client.get("/seed")
     sid = sid_of(client)
     before = versions(session_dir, sid)
@@ -102,7 +112,10 @@ def test_only_changed_keys_are_written_and_removed_keys_deleted(
     assert stored_rows(session_dir, sid)["b"] == b"20"
 
 
-def test_a_request_is_saved_in_one_transaction(client: FlaskClient, session_dir: Path) -> None:
+def test_a_request_is_saved_in_one_transaction(
+    strict_client: FlaskClient, session_dir: Path
+) -> None:
+    client = strict_client
     client.get("/seed")
     sid = sid_of(client)
     seq = stored_meta(session_dir, sid)["seq"]

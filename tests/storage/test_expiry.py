@@ -24,7 +24,7 @@ from core_helpers import (
     stored_meta,
     stored_rows,
 )
-from flask import Flask
+from flask import Flask, session
 from flask.testing import FlaskClient
 from werkzeug.http import parse_date
 
@@ -102,9 +102,10 @@ def utimes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def add_keys(store: SessionStore, sid: str, names: list[str]) -> None:
-    """One write per name, each adding that key: a write that stores the meta row."""
+    """One write per name, each adding that key, in strict mode (``expected``): a write
+    that stores the meta row, its expiry included, every time."""
     for name in names:
-        changes = Changes(upserts={name: b'"v"'}, expires_at=time.time() + LIFETIME)
+        changes = Changes(upserts={name: b'"v"'}, expires_at=time.time() + LIFETIME, expected={})
         assert store.write(sid, changes) is WriteOutcome.WRITTEN
 
 
@@ -113,7 +114,7 @@ def test_writes_under_the_stored_bound_leave_the_mtime_alone(
 ) -> None:
     """A mirror that must move is set a little beyond the new expiry (10% of the
     lifetime here), and that bound is stored with it: the writes that store the meta row
-    within it (here each adds a key) need no utime of their own."""
+    within it (here strict ones) need no utime of their own."""
     store = SessionStore(str(tmp_path), refresh_fraction=0.1)
     sid = new_session_id()
     store.create(sid, Changes(upserts={"k": b'"v"'}, expires_at=time.time() + LIFETIME))
@@ -216,6 +217,63 @@ def test_every_write_moves_the_change_counter_in_strict_mode(
         client.get("/count")
         seqs.append(stored_meta(session_dir, sid)["seq"])
     assert seqs == [seqs[0], seqs[0] + 1, seqs[0] + 2]
+
+
+def test_strict_mode_takes_over_sessions_the_default_mode_wrote(
+    make_app: Callable[..., Flask], session_dir: Path
+) -> None:
+    """A default-mode write that leaves the change counter stamps no key past it: a
+    strict app serving those sessions later (strict mode switched on) can still write
+    them. A key stamped past it would be taken for another request's change at every
+    write that does not read it first: a conflict the user could never get past."""
+
+    def app_with_a_blind_write(**options: Any) -> FlaskClient:
+        app = make_app(refresh_fraction=0.1, **options)
+
+        @app.get("/visit")
+        def visit() -> str:
+            session["page"] = "/visit"  # written without being read
+            return "ok"
+
+        return app.test_client()
+
+    default = app_with_a_blind_write()
+    default.get("/visit")
+    default.get("/visit")  # leaves the meta row: the change counter stays
+    sid = sid_of(default)
+    strict = app_with_a_blind_write(strict=True)
+    strict.set_cookie("session", default.get_cookie("session").value)  # type: ignore[union-attr]
+    for _ in range(2):
+        assert strict.get("/visit").text == "ok"
+    assert sid_of(strict) == sid
+    assert stored_meta(session_dir, sid)["seq"] == 2  # strict writes move it, each one
+
+
+def test_a_write_that_leaves_the_counter_stamps_it_and_stores_only_the_key_count(
+    tmp_path: Path,
+) -> None:
+    """Within the refresh fraction, a write stamps its keys with the counter it found and
+    leaves the meta row, storing only the key count when it adds or removes a key."""
+    store = SessionStore(str(tmp_path), refresh_fraction=0.1)
+    sid = new_session_id()
+    store.create(sid, Changes(upserts={"k": b"0"}, expires_at=time.time() + LIFETIME))
+    created = store.open(sid).meta
+    assert created is not None
+
+    def write(changes: Changes) -> tuple[tuple[float, int, int], dict[str, int]]:
+        changes.expires_at = time.time() + LIFETIME
+        assert store.write(sid, changes) is WriteOutcome.WRITTEN
+        conn = apsw.Connection(store.path_for(sid))
+        try:
+            ((meta),) = conn.execute("SELECT expires_at, seq, nkeys FROM meta").fetchall()
+            return meta, dict(conn.execute("SELECT key, version FROM kv").fetchall())
+        finally:
+            conn.close()
+
+    expiry = created.expires_at
+    assert write(Changes(upserts={"k": b"1"})) == ((expiry, 0, 1), {"k": 0})
+    assert write(Changes(upserts={"k": b"2", "new": b"1"})) == ((expiry, 0, 2), {"k": 0, "new": 0})
+    assert write(Changes(deletes={"k"})) == ((expiry, 0, 1), {"new": 0})
 
 
 def test_a_permanent_cookie_is_re_sent_by_a_write_only_when_its_expiry_moves(
