@@ -148,7 +148,7 @@ class Accounts:
                 return None
             assert tx.meta is not None
             lifetime = tx.meta.expires_at - time.time()
-            return tx.record_user(UserChange(user, agent, address), lifetime)
+            return tx.user.record_user(UserChange(user, agent, address), lifetime)
 
     def add_entry(self, user: str, sid: str) -> str:
         """Add the index entry of ``sid`` belonging to ``user`` (committed); its handle.
@@ -209,7 +209,7 @@ class Accounts:
         with self.store.transaction(entry.sid) as tx:
             if tx.status is not OpenStatus.LIVE:
                 return False
-            account = tx.account()
+            account = tx.user.read()
             if (account.user, account.handle) != (entry.user, entry.handle):
                 return False  # not (or no longer) this user's session under this handle
             return tx.revoke()

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import apsw
 
 from ..errors import SessionConflictError, SessionRegenerateError
-from .changes import Changes, UserChange, WriteOutcome
+from .changes import Changes, WriteOutcome
 from .errors import on_open_file
-from .format import INSERT_KV, UPDATE_KEY, UPDATE_META, Account, FileState, Meta, OpenStatus
+from .format import INSERT_KV, UPDATE_KEY, UPDATE_META, FileState, Meta, OpenStatus
 from .mirror import cover, lower_mirror
 from .removal import Removal, unlink_without_tombstone
-from .rows import read_account, read_items, read_version, write_account
+from .rows import read_items, read_version
+from .session_account import SessionAccount
 
 if TYPE_CHECKING:
     from .store import SessionStore
@@ -38,7 +39,7 @@ class Transaction:
         self.meta = meta
         self._sid = sid
         self._removal: Removal | None = None
-        self._stale_handles: list[str] = []  # index entries to drop once committed
+        self._user: SessionAccount | None = None  # see user
         self._moved = False  # the session's data now lives in the file of another id
         self._lower_mirror = False  # the commit moves the expiry earlier: see committed()
         self.kept_meta: Meta | None = None  # the meta row, when the batch left it as read
@@ -50,6 +51,14 @@ class Transaction:
 
     def _status(self, now: float) -> OpenStatus:
         return OpenStatus.MISSING if self.meta is None else self.meta.status(now)
+
+    @property
+    def user(self) -> SessionAccount:
+        """The user the session belongs to, as this transaction changes it (made at first
+        use: most writes never look)."""
+        if self._user is None:
+            self._user = SessionAccount(self._store, self._sid, self.query)
+        return self._user
 
     def query(self, query: Callable[[apsw.Connection], _T]) -> _T:
         """Run ``query`` under the lock; damage met on the way is :class:`StorageBroken`."""
@@ -83,7 +92,7 @@ class Transaction:
             nkeys -= conn.changes()
         nkeys = self._write_values(changes.upserts, nkeys, seq, changes.value_bytes)
         if nkeys <= 0:
-            self._drop_user()
+            self.user.drop_user()
             self._remove(meta.seq + 1)
             return WriteOutcome.REMOVED
         if changes.move_to is not None:
@@ -96,7 +105,7 @@ class Transaction:
             self.kept_meta = meta._replace(nkeys=nkeys)
             return WriteOutcome.WRITTEN
         if changes.user is not None:
-            self.record_user(changes.user, lifetime)
+            self.user.record_user(changes.user, lifetime)
         changes.expires_at = expires_at
         # The mirror, when it must move, is set up to refresh_fraction of the lifetime
         # beyond the new expiry: the writes that follow within it need no utime.
@@ -156,69 +165,7 @@ class Transaction:
         """``expires_at``, capped at the session's absolute deadline (when there is one)."""
         if self._store.absolute_lifetime is None:
             return expires_at
-        return self._store.capped(expires_at, self.account().established_at)
-
-    # -- the user the session belongs to (see .accounts: the index entry comes first) --
-
-    def record_user(self, change: UserChange, lifetime: float) -> str | None:
-        """Make the session belong to ``change.user``; returns its handle in the index.
-
-        The index entry is committed first, the file's columns with this transaction,
-        and the old entry dropped after that. A session already belonging to the user
-        keeps its handle and what was recorded at its login. ``lifetime``: the idle
-        lifetime, from which the last request is inferred.
-        """
-        account = self.account()
-        if account.user == change.user:
-            return account.handle
-        handle = None
-        if change.user is not None:
-            handle = self._store.accounts.add_entry(change.user, self._sid)
-        self.set_account(
-            account._replace(
-                handle=handle,
-                user=change.user,
-                agent=change.agent,
-                address=change.address,
-                lifetime=lifetime,
-            )
-        )
-        self._forget_handle(account.handle)
-        return handle
-
-    def _drop_user(self) -> None:
-        """The session is about to be removed: its index entry goes once that is committed."""
-        self._forget_handle(self.account().handle)
-
-    def _forget_handle(self, handle: str | None) -> None:
-        if handle is not None:
-            self._stale_handles.append(handle)
-
-    def _moved_account(self, changes: Changes) -> Account | None:
-        """What the regenerated session's file records of its user (None: no user).
-
-        The user the request sets, else the session's own unless the batch cleared it
-        (a logout); its index entry, under the new id, is committed before the file.
-        """
-        account = self.account()
-        self._forget_handle(account.handle)
-        if changes.user is not None:
-            change = changes.user
-        elif account.user is not None and not changes.clear:
-            change = UserChange(account.user, account.agent, account.address)
-        else:
-            return None
-        assert changes.move_to is not None
-        lifetime = changes.expires_at - time.time()
-        return self._store.accounts.new_account(change, changes.move_to, lifetime)
-
-    def account(self) -> Account:
-        """The session's :class:`Account`, as of this transaction."""
-        return self.query(read_account)
-
-    def set_account(self, account: Account) -> None:
-        """Store ``account`` in the session (committed when the block ends)."""
-        self.query(lambda conn: write_account(conn, account))
+        return self._store.capped(expires_at, self.user.read().established_at)
 
     def revoke(self) -> bool:
         """Remove a live session by the removal protocol; False if it is no longer live.
@@ -280,7 +227,7 @@ class Transaction:
             upserts=read_items(self._conn),
             permanent=changes.permanent,
             expires_at=changes.expires_at,
-            account=self._moved_account(changes),
+            account=self.user.moved(changes),
             anonymous=changes.anonymous,
         )
         try:
@@ -328,8 +275,8 @@ class Transaction:
                 self._removal.flush(self._conn)
             elif self._lower_mirror:
                 lower_mirror(self._conn, self._path)
-        if self._stale_handles:
-            self._store.accounts.forget_entries(self._stale_handles)
+        if self._user is not None:
+            self._user.forget_stale_entries()
 
     def after_commit(self) -> bool:
         """Unlink a tombstoned file.

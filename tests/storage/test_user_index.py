@@ -296,7 +296,7 @@ def test_sigkill_at_random_moments_never_hides_a_logged_in_session(
     listed = {user: {s.sid for s in accounts.sessions(user)} for user in users}
     for sid in sids:
         with store.transaction(sid) as tx:
-            owner = tx.account().user
+            owner = tx.user.read().user
         for user in users:
             assert (sid in listed[user]) == (owner == user), (sid, owner, listed)
 
