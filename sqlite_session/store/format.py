@@ -4,10 +4,11 @@
 session is 4 pages, exactly one 4 KiB tmpfs page), ``application_id``
 :data:`APPLICATION_ID` and ``user_version`` :data:`FORMAT_VERSION`, and two tables:
 ``meta`` (one row: expiry, :class:`FileState`, permanent flag, change counter, key count,
-then, since format 2, the session's :class:`Account`; a write stores it only when one of
-these moves, see :meth:`Meta.keeps_expiry`) and ``kv`` (one row per session
-key: the change counter of its last write, then the encoded value; the keys also sit in
-the primary key's index). The expiry is also mirrored into the file's mtime, as an
+then, since format 2, the session's :class:`Account`; a write within ``refresh_fraction``
+of the expiry's last move stores no more than its key count, see
+:meth:`Meta.keeps_expiry`) and ``kv`` (one row per session key: the change counter as
+its last write left it, then the encoded value; the keys also sit in the primary key's
+index). The expiry is also mirrored into the file's mtime, as an
 upper bound the sweeper can trust: see :mod:`.mirror`. The rows are read, each cell
 checked, by :mod:`.rows`.
 
